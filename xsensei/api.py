@@ -1,0 +1,365 @@
+"""``xsensei.cloudmask``: the one function behind the accessor, for xarray and numpy alike."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from numpy.typing import ArrayLike, NDArray
+
+from xsensei.descriptors import encode_wavelengths
+from xsensei.engine import runtime
+from xsensei.engine.dask import BlockTask, Output, predict_dask, predict_numpy
+from xsensei.engine.predict import Partial
+from xsensei.engine.tiling import Blend, WindowSpec
+from xsensei.errors import InputError
+from xsensei.nn.model import CLASS_FLAG_VALUES, CLOUD_CLASSES, CloudMaskModel
+
+DEFAULT_MODEL = "default"
+#: SEnSeI models are trained on 3 or more bands; fewer gives unreliable masks.
+MIN_BANDS = 3
+#: Reflective values above this (robust max) mean the input is not 0-1 reflectance.
+MAX_REFLECTANCE = 5.0
+
+ModelArg = str | os.PathLike[str] | CloudMaskModel
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model reference for tasks plus what the client needs to know about the model."""
+
+    ref: runtime.ModelRef
+    classes: tuple[str, ...]
+    inference: dict[str, Any]
+    segmenter: str | None
+
+
+def resolve_model(model: ModelArg) -> LoadedModel:
+    """Load (once per process) a packaged name / checkpoint path, or wrap a model object."""
+    if isinstance(model, CloudMaskModel):
+        ref = runtime.register_memory_model(model)
+        meta = getattr(model, "checkpoint_metadata", None) or {}
+        inference = dict(meta.get("inference", {}))
+        return LoadedModel(ref, model.classes, inference, model.segmenter_name)
+    from xsensei.weights.checkpoint import read_metadata, resolve_model_path
+
+    path = resolve_model_path(model).resolve()
+    meta = read_metadata(path)
+    ref = runtime.ModelRef(str(path), meta["sha256"], meta["name"], str(meta["version"]))
+    arch = meta["architecture"]
+    return LoadedModel(ref, tuple(arch["classes"]), dict(meta.get("inference", {})),
+                       arch["segmenter"]["name"])
+
+
+def window_spec(
+    loaded: LoadedModel, window: int | None, overlap: int | None, blend: Blend
+) -> WindowSpec:
+    """Window geometry: per-pixel models need none; others default to the checkpoint's hint."""
+    if loaded.segmenter == "pixelnet" and window is None:
+        return WindowSpec(size=None, blend=blend)
+    size = window or int(loaded.inference.get("window", 256))
+    ov = overlap if overlap is not None else int(loaded.inference.get("overlap", size // 4))
+    return WindowSpec(size=size, overlap=ov, blend=blend)
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """Raw block -> float32 model units, NaN where missing. Runs inside every task."""
+
+    nodata: float | None = None
+    scale: Any = None  # radiometry.ScaleSpec | None
+    resolved: Any = None  # band_metadata.ResolvedBands | None
+
+    def __call__(self, block: NDArray[Any]) -> NDArray[np.float32]:
+        values = block.astype(np.float32, copy=True)
+        if self.nodata is not None and np.isfinite(self.nodata):
+            values[block == self.nodata] = np.nan
+        values[~np.isfinite(values)] = np.nan
+        if self.resolved is not None:
+            from xsensei.radiometry import to_model_units
+
+            values = to_model_units(values, self.resolved, self.scale)
+        check_block_scale(values, self.resolved)
+        return values
+
+
+def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None:
+    """Refuse blocks that are clearly not 0-1 reflectance (DN or percent), with a hint."""
+    if resolved is not None:
+        refl = [k != "thermal" for k in resolved.kinds]
+        values = values[np.asarray(refl)]
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return
+    high = float(np.percentile(finite, 99.5)) if finite.size > 64 else float(finite.max())
+    if high > MAX_REFLECTANCE:
+        raise InputError(
+            f"values look like digital numbers or percent, not 0-1 reflectance (99.5th "
+            f"percentile {high:.4g}); pass scale= and offset= (e.g. scale=0.0001 for "
+            "Sentinel-2 L1C/L2A, scale=2.75e-05, offset=-0.2 for Landsat C2 L2) or convert first"
+        )
+
+
+def _task(
+    loaded: LoadedModel,
+    wavelengths_nm: ArrayLike,
+    output: Output,
+    prepare: Preparer,
+    spec: WindowSpec,
+    **options: Any,
+) -> BlockTask:
+    if output not in ("mask", "probability", "binary"):
+        raise ValueError(f"output must be 'mask', 'probability' or 'binary', got {output!r}")
+    enc = encode_wavelengths(np.asarray(wavelengths_nm, dtype=np.float64))
+    if enc.shape[0] < MIN_BANDS:
+        raise InputError(
+            f"{enc.shape[0]} usable band(s); SEnSeI models need at least {MIN_BANDS} (e.g. "
+            "red, green, blue). Add bands, or check which were dropped for lacking wavelengths"
+        )
+    return BlockTask(
+        model=loaded.ref,
+        descriptors=enc,
+        class_values=tuple(CLASS_FLAG_VALUES[c] for c in loaded.classes),
+        cloud_classes=tuple(c in CLOUD_CLASSES for c in loaded.classes),
+        spec=spec,
+        output=output,
+        prepare=prepare,
+        **options,
+    )
+
+
+def cloudmask_numpy(
+    values: NDArray[Any],
+    descriptors: ArrayLike,
+    *,
+    model: ModelArg = DEFAULT_MODEL,
+    output: Output = "mask",
+    nodata: float | None = None,
+    window: int | None = None,
+    overlap: int | None = None,
+    blend: Blend = "cosine",
+    **options: Any,
+) -> NDArray[Any]:
+    """Mask a numpy ``(band, y, x)`` reflectance array; ``descriptors`` (N, 3) nm."""
+    values = np.asarray(values)
+    if values.ndim != 3:
+        raise InputError(f"expected a (band, y, x) array, got shape {values.shape}")
+    desc = np.asarray(descriptors, dtype=np.float64)
+    if desc.shape != (values.shape[0], 3):
+        raise InputError(
+            f"descriptors must be (N, 3) [min, centre, max] nm with N = {values.shape[0]} "
+            f"bands, got shape {desc.shape}"
+        )
+    loaded = resolve_model(model)
+    spec = window_spec(loaded, window, overlap, blend)
+    task = _task(loaded, desc, output, Preparer(nodata=nodata), spec, **options)
+    return predict_numpy(values, task)
+
+
+
+
+SPATIAL_DIMS = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
+
+
+def spatial_dims(obj: xr.DataArray | xr.Dataset) -> tuple[str, str]:
+    """The (y, x) dim names, or an error that lists the dims found."""
+    for y, x in SPATIAL_DIMS:
+        if y in obj.dims and x in obj.dims:
+            return y, x
+    raise InputError(
+        f"no spatial dims found: dims are {tuple(obj.dims)}; expected ('y', 'x') (or lat/lon). "
+        "Rename them, e.g. da.rename({'rows': 'y', 'cols': 'x'})"
+    )
+
+
+def _as_band_array(data: xr.DataArray | xr.Dataset, resolved: Any, band_dim: str) -> xr.DataArray:
+    """The kept bands as one DataArray with a ``band`` dim (a Dataset's variables stacked)."""
+    if isinstance(data, xr.Dataset):
+        from xsensei.band_metadata import band_variables
+
+        names = band_variables(data)
+        arrays = [data[names[i]] for i in resolved.indices]
+        return xr.concat(arrays, dim="band", coords="minimal", compat="override").assign_coords(
+            band=list(resolved.names)
+        )
+    dim = resolved.band_dim or band_dim
+    return data.isel({dim: list(resolved.indices)}).rename({dim: "band"})
+
+
+def _native_resolution(arr: xr.DataArray, ydim: str, xdim: str) -> float | None:
+    try:
+        res = abs(float(arr.rio.resolution()[0]))
+        return res if np.isfinite(res) and res > 0 else None
+    except Exception:
+        if arr.sizes[xdim] > 1:
+            return abs(float(arr[xdim][1] - arr[xdim][0]))
+        return None
+
+
+def _coarsen(values: da.Array, factor: int) -> da.Array:
+    """Block-mean by ``factor`` on y/x anchored at the scene origin (NaN-aware, NaN padding)."""
+    _, _, ny, nx = values.shape
+    py, px = -ny % factor, -nx % factor
+    values = values.astype(np.float32)
+    if py or px:
+        values = da.pad(values, ((0, 0), (0, 0), (0, py), (0, px)), constant_values=np.nan)
+    chunk = max(factor, (max(values.chunks[2] + values.chunks[3]) // factor) * factor)
+    values = values.rechunk({2: chunk, 3: chunk})
+
+    def nanmean(x: NDArray[Any], axis: Any) -> NDArray[Any]:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(x, axis=axis)
+
+    return da.coarsen(nanmean, values, {2: factor, 3: factor}, trim_excess=False)
+
+
+def _refine(
+    out: da.Array, factor: int, shape: tuple[int, int], chunks: tuple[Any, Any]
+) -> da.Array:
+    """Nearest-neighbour back to the native grid, cropped and rechunked like the input."""
+    out = da.repeat(da.repeat(out, factor, axis=-2), factor, axis=-1)
+    out = out[..., : shape[0], : shape[1]]
+    return out.rechunk({out.ndim - 2: chunks[0], out.ndim - 1: chunks[1]})
+
+
+def cloudmask(
+    data: xr.DataArray | xr.Dataset | NDArray[Any],
+    descriptors: Any = None,
+    *,
+    sensor: str | None = None,
+    model: ModelArg = DEFAULT_MODEL,
+    output: Output = "mask",
+    scale: Any = None,
+    offset: Any = None,
+    nodata: float | None = None,
+    band_dim: str = "band",
+    resolution: float | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 8,
+    window: int | None = None,
+    overlap: int | None = None,
+    blend: Blend = "cosine",
+    partial: Partial = "fill",
+    torch_threads: int | None = None,
+) -> xr.DataArray | NDArray[Any]:
+    """Cloud mask of an image: lazy and on the input grid for xarray, eager for numpy.
+
+    ``data`` is ``(band, y, x)`` or ``(time, band, y, x)`` TOA reflectance (a DataArray), a
+    Dataset of one variable per band, or a numpy ``(band, y, x)`` array with ``descriptors``.
+    Band wavelengths come from ``descriptors``, then coords / attrs, then band names plus
+    ``sensor`` in the catalogue. Integer DN need ``scale``/``offset`` (or STAC raster metadata).
+    ``output``: ``mask`` (uint8 0 clear, 1 thick, 2 thin, 3 shadow, 255 nodata), ``binary``
+    (0/1/255) or ``probability`` (float32 per class). ``resolution`` (m) runs the model on a
+    coarser grid (the paper's models work best at 20-30 m) and returns the native grid.
+    """
+    options = {
+        "device": device,
+        "precision": precision,
+        "batch_size": batch_size,
+        "partial": partial,
+        "torch_threads": torch_threads,
+    }
+    if isinstance(data, np.ndarray):
+        if descriptors is None:
+            raise InputError(
+                "a numpy array carries no wavelengths: pass descriptors= as an (N, 3) array of "
+                "[min, centre, max] nm per band, or wrap it in a DataArray with band names and "
+                "pass sensor="
+            )
+        return cloudmask_numpy(data, descriptors, model=model, output=output, nodata=nodata,
+                               window=window, overlap=overlap, blend=blend, **options)
+    if not isinstance(data, xr.DataArray | xr.Dataset):
+        raise InputError(f"expected an xarray DataArray/Dataset or numpy array, got {type(data)}")
+
+    from xsensei.band_metadata import resolve_bands
+    from xsensei.engine.output import wrap_output
+    from xsensei.radiometry import scale_from_metadata
+
+    ydim, xdim = spatial_dims(data)
+    resolved = resolve_bands(data, band_dim=band_dim, descriptors=descriptors, sensor=sensor)
+    arr = _as_band_array(data, resolved, band_dim)
+    extra = [d for d in arr.dims if d not in ("band", ydim, xdim)]
+    if len(extra) > 1:
+        raise InputError(
+            f"dims {tuple(arr.dims)}: expected (band, y, x) or (time, band, y, x); select or "
+            f"stack the extra dims {extra} first"
+        )
+    arr = arr.transpose(*extra, "band", ydim, xdim)
+    scale_spec = scale_from_metadata(arr, resolved, scale=scale, offset=offset)
+    if scale_spec is None and np.issubdtype(arr.dtype, np.integer):
+        raise InputError(
+            f"integer data ({arr.dtype}) without a scale: these look like digital numbers. "
+            "Pass scale= and offset= (e.g. scale=0.0001 for Sentinel-2 L1C, scale=2.75e-05, "
+            "offset=-0.2 for Landsat C2 L2), or convert to 0-1 reflectance first"
+        )
+    if nodata is None:
+        nodata = _nodata_of(arr)
+
+    values = arr.data
+    if not isinstance(values, da.Array):
+        values = da.from_array(values, chunks=(1,) * len(extra) + (-1, -1, -1))
+    if not extra:
+        values = values[None]
+
+    loaded = resolve_model(model)
+    spec = window_spec(loaded, window, overlap, blend)
+    prepare = Preparer(nodata=nodata, scale=scale_spec, resolved=resolved)
+    task = _task(loaded, resolved.wavelengths_nm, output, prepare, spec, **options)
+
+    factor = 1
+    if resolution is not None:
+        native = _native_resolution(arr, ydim, xdim)
+        if native is None:
+            raise InputError("resolution= needs a grid with a known pixel size (a CRS transform)")
+        factor = max(1, round(resolution / native))
+    if factor > 1:
+        prepared = prepare_lazily(values, prepare)
+        task = _task(loaded, resolved.wavelengths_nm, output, Preparer(), spec, **options)
+        coarse = predict_dask(_coarsen(prepared, factor), task)
+        out = _refine(coarse, factor, arr.shape[-2:], values.chunks[-2:])
+        invalid = ~_valid_lazy(prepared, partial).rechunk(out.chunks[:1] + out.chunks[-2:])
+        if output == "probability":
+            out = da.where(invalid[:, None], np.float32(np.nan), out)
+        else:
+            out = da.where(invalid, np.uint8(255), out)
+    else:
+        out = predict_dask(values, task)
+    if not extra:
+        out = out[0]
+    template = arr.isel(band=0, drop=True)
+    return wrap_output(out, template, kind=output, classes=loaded.classes,
+                       model_name=loaded.ref.name, model_version=loaded.ref.version)
+
+
+def prepare_lazily(values: da.Array, prepare: Preparer) -> da.Array:
+    """Apply the per-band scaling blockwise (band axis in one chunk) before coarsening."""
+    values = values.rechunk({1: -1})
+
+    def apply(block: NDArray[Any]) -> NDArray[np.float32]:
+        return np.stack([prepare(b) for b in block])
+
+    return values.map_blocks(apply, dtype=np.float32, meta=np.empty((0,) * 4, np.float32))
+
+
+def _valid_lazy(prepared: da.Array, partial: Partial) -> da.Array:
+    """Per-pixel validity ``(T, Y, X)`` of prepared values, as the engine defines it."""
+    finite = da.isfinite(prepared)
+    return finite.any(axis=1) if partial == "fill" else finite.all(axis=1)
+
+
+def _nodata_of(arr: xr.DataArray) -> float | None:
+    """The nodata value rioxarray knows (attrs or encoding), if any."""
+    try:
+        value = arr.rio.nodata
+    except Exception:
+        value = None
+    if value is None:
+        value = arr.attrs.get("nodata", arr.attrs.get("_FillValue"))
+    return None if value is None else float(value)

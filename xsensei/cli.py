@@ -1,0 +1,129 @@
+"""The ``xsensei`` command: each subcommand a few lines over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _model_or_preview(name: str, out_dir: Path) -> tuple[Any, bool]:
+    """The requested model; for the demo without shipped weights, a seeded untrained one."""
+    from xsensei.weights.checkpoint import packaged_models
+
+    if name != "default" or "default" in packaged_models():
+        return name, True
+    import torch
+
+    from xsensei.nn.model import CloudMaskModel
+    from xsensei.weights.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = out_dir / "untrained-preview.safetensors"
+    save_model(CloudMaskModel("deeplabv3plus"), path, name="untrained-preview", overwrite=True,
+               trained=False, provenance={"data": "none: random initial weights, seed 0"})
+    return str(path), False
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Mask the embedded sample scene, write a zarr cube and a PNG quicklook."""
+    import xsensei
+    from xsensei.demo import demo_scene
+    from xsensei.plot import save_quicklook, summary
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model, trained = _model_or_preview(args.model, out)
+    if not trained:
+        print(
+            "NOTE: xsensei ships no trained weights yet; this demo runs a randomly initialised "
+            "model to exercise the whole pipeline. Its mask is NOT a cloud mask.",
+            file=sys.stderr,
+        )
+    scene = demo_scene(size=args.size).chunk({"y": args.chunks, "x": args.chunks})
+    mask = scene.sensei.cloudmask(model=model, device=args.device)
+    cube = out / "demo-mask.zarr"
+    report = xsensei.to_zarr(mask, cube, overwrite=True, progress=not args.quiet)
+    png = save_quicklook(scene, mask, out / "demo-quicklook.png")
+    print(summary(mask))
+    print(f"scene: {args.size} x {args.size} px, 6 bands, {scene.rio.crs}")
+    print(f"zarr cube: {report.path} ({report.chunks_written} chunks written)")
+    print(f"quicklook: {png}")
+    return 0
+
+
+def cmd_mask(args: argparse.Namespace) -> int:
+    """Mask a GeoTIFF / VRT / zarr image and write zarr or a COG."""
+    import rioxarray
+    import xarray as xr
+
+    import xsensei
+
+    src = Path(args.input)
+    if src.suffix == ".zarr" or (src.is_dir() and (src / "zarr.json").exists()):
+        ds = xr.open_zarr(src, decode_coords="all")
+        data: Any = ds[args.variable] if args.variable else ds
+    else:
+        data = rioxarray.open_rasterio(src, chunks={"x": args.chunks, "y": args.chunks})
+        names = data.attrs.get("long_name")
+        if isinstance(names, list | tuple) and len(names) == data.sizes["band"]:
+            data = data.assign_coords(band=list(names))
+    mask = data.sensei.cloudmask(
+        sensor=args.sensor, model=args.model, resolution=args.resolution, device=args.device,
+        output=args.output,
+    )
+    out = Path(args.output_path)
+    if out.suffix.lower() in (".tif", ".tiff"):
+        xsensei.to_cog(mask.compute(), out, overwrite=args.overwrite)
+        print(f"wrote {out}")
+    else:
+        report = xsensei.to_zarr(mask, out, overwrite=args.overwrite, resume=args.resume,
+                                 progress=not args.quiet)
+        print(f"wrote {report.path}: {report.chunks_written} chunks written, "
+              f"{report.chunks_skipped} already done")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xsensei", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="mask the embedded sample scene (no downloads)")
+    demo.add_argument("--out", default="xsensei-demo", help="output folder")
+    demo.add_argument("--size", type=int, default=512)
+    demo.add_argument("--chunks", type=int, default=256)
+    demo.add_argument("--model", default="default")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    mask = sub.add_parser("mask", help="mask a GeoTIFF / VRT / zarr image")
+    mask.add_argument("input")
+    mask.add_argument("output_path", metavar="OUTPUT", help=".zarr cube or .tif COG")
+    mask.add_argument("--sensor", default=None, help="catalogue sensor, e.g. landsat-8")
+    mask.add_argument("--model", default="default")
+    mask.add_argument("--resolution", type=float, default=None, help="model ground sampling (m)")
+    mask.add_argument("--device", default="auto")
+    mask.add_argument("--chunks", type=int, default=1024)
+    mask.add_argument("--output", default="mask", choices=["mask", "binary", "probability"])
+    mask.add_argument("--variable", default=None, help="zarr variable holding the bands")
+    mask.add_argument("--resume", action="store_true")
+    mask.add_argument("--overwrite", action="store_true")
+    mask.add_argument("--quiet", action="store_true")
+    mask.set_defaults(func=cmd_mask)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileExistsError, KeyError) as exc:
+        print(f"xsensei {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

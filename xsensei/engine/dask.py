@@ -1,0 +1,192 @@
+"""Dask glue: ``map_overlap`` over spatial chunks with a halo, one model per worker process.
+
+The halo equals the model window, so every window touching a chunk is complete inside the
+chunk plus halo; scene borders are mirrored inside the task exactly as the numpy path mirrors
+the whole scene. The graph carries a small :class:`BlockTask`, never the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+
+from xsensei.engine import runtime
+from xsensei.engine.predict import Partial, predict_block
+from xsensei.engine.tiling import WindowSpec
+
+Output = Literal["mask", "probability", "binary"]
+NODATA = 255
+
+#: Turns a raw ``(N, h, w)`` block into float32 model units with NaN where data are missing.
+Prepare = Callable[[NDArray[Any]], NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """Everything one chunk task needs; small and picklable."""
+
+    model: runtime.ModelRef
+    descriptors: NDArray[np.float32]  # (N, 3) encoded
+    class_values: tuple[int, ...]  # mask value of each class
+    cloud_classes: tuple[bool, ...]  # which classes count as cloud (binary output)
+    spec: WindowSpec
+    output: Output
+    prepare: Prepare
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 8
+    partial: Partial = "fill"
+    torch_threads: int | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_values)
+
+    def runner(self) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+        """A closure running the cached, band-specialised model on numpy batches."""
+        runtime.set_torch_threads(self.torch_threads)
+        device = runtime.resolve_device(self.device)
+        module = runtime.get_runner(self.model, self.descriptors, device, self.precision)
+        return lambda batch: runtime.run_batch(module, batch, device, self.precision)
+
+
+def probabilities_to_output(probs: NDArray[np.float32], task: BlockTask) -> NDArray[Any]:
+    """``(C, h, w)`` probabilities -> the requested output for one time step."""
+    if task.output == "probability":
+        return probs
+    nodata = ~np.isfinite(probs[0])
+    best = np.argmax(np.where(nodata[None], 0, probs), axis=0)
+    if task.output == "mask":
+        lut = np.asarray(task.class_values, dtype=np.uint8)
+    else:
+        lut = np.asarray(task.cloud_classes, dtype=np.uint8)
+    out = lut[best]
+    out[nodata] = NODATA
+    return out
+
+
+def predict_numpy(values: NDArray[Any], task: BlockTask) -> NDArray[Any]:
+    """The plain numpy path for ``(N, H, W)``: the same windows as any Dask chunking."""
+    from xsensei.engine.predict import predict_scene
+
+    probs = predict_scene(
+        task.prepare(values),
+        task.runner(),
+        task.n_classes,
+        task.spec,
+        batch_size=task.batch_size,
+        partial=task.partial,
+    )
+    return probabilities_to_output(probs, task)
+
+
+def fit_chunks(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
+    """Chunks along one axis that are all >= ``halo`` (Dask needs that), as close as possible.
+
+    Unchanged when they already fit; otherwise regular chunks of ``max(largest, halo)`` with the
+    remainder folded into the last one, or a single chunk for a short axis.
+    """
+    if halo == 0 or len(chunks) == 1 or min(chunks) >= halo:
+        return chunks
+    size = sum(chunks)
+    target = max(max(chunks), halo)
+    n = size // target
+    if n <= 1:
+        return (size,)
+    return (target,) * (n - 1) + (size - target * (n - 1),)
+
+
+def _offsets(chunks: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.concatenate([[0], np.cumsum(chunks)]))
+
+
+def _block(
+    block: NDArray[Any],
+    task: BlockTask,
+    y_offsets: tuple[int, ...],
+    x_offsets: tuple[int, ...],
+    block_info: dict[Any, Any] | None = None,
+) -> NDArray[Any]:
+    """Run one overlapped ``(T, N, h, w)`` block; return its core's output."""
+    assert block_info is not None
+    iy, ix = block_info[0]["chunk-location"][-2:]
+    halo = task.spec.halo
+    ny, nx = len(y_offsets) - 1, len(x_offsets) - 1
+    pad = [
+        (0, 0),
+        (0, 0),
+        (halo if iy == 0 else 0, halo if iy == ny - 1 else 0),
+        (halo if ix == 0 else 0, halo if ix == nx - 1 else 0),
+    ]
+    core = ((y_offsets[iy], y_offsets[iy + 1]), (x_offsets[ix], x_offsets[ix + 1]))
+    origin = (core[0][0] - halo, core[1][0] - halo)
+    scene = (y_offsets[-1], x_offsets[-1])
+    runner = task.runner()
+    outs = []
+    for t in range(block.shape[0]):
+        values = task.prepare(block[t])
+        if halo:
+            values = np.pad(values, pad[1:], mode="symmetric")
+        probs = predict_block(
+            values,
+            origin,
+            core,
+            scene,
+            runner,
+            task.n_classes,
+            task.spec,
+            batch_size=task.batch_size,
+            partial=task.partial,
+        )
+        outs.append(probabilities_to_output(probs, task))
+    return np.stack(outs)
+
+
+def predict_dask(values: da.Array, task: BlockTask) -> da.Array:
+    """Lazy output for ``(T, N, Y, X)``: ``(T, C, Y, X)`` probabilities or ``(T, Y, X)`` masks.
+
+    The band axis becomes one chunk (every task needs all bands: memory per task is about
+    ``N * (chunk + 2 * halo)^2 * 4`` bytes). Spatial chunks smaller than the halo are merged.
+    """
+    if values.ndim != 4:
+        raise ValueError(f"expected (time, band, y, x), got {values.ndim} dims")
+    halo = task.spec.halo
+    chunks = (
+        values.chunks[0],
+        (values.shape[1],),
+        fit_chunks(values.chunks[2], halo),
+        fit_chunks(values.chunks[3], halo),
+    )
+    if chunks != values.chunks:
+        values = values.rechunk(chunks)
+    y_offsets, x_offsets = _offsets(chunks[2]), _offsets(chunks[3])
+    if task.output == "probability":
+        out_chunks = (chunks[0], (task.n_classes,), chunks[2], chunks[3])
+        meta = np.empty((0, 0, 0, 0), dtype=np.float32)
+        kwargs: dict[str, Any] = {}
+    else:
+        out_chunks = (chunks[0], chunks[2], chunks[3])
+        meta = np.empty((0, 0, 0), dtype=np.uint8)
+        kwargs = {"drop_axis": 1}
+    return da.map_overlap(
+        _block,
+        values,
+        depth={0: 0, 1: 0, 2: halo, 3: halo},
+        boundary="none",
+        trim=False,
+        allow_rechunk=False,
+        align_arrays=False,
+        chunks=out_chunks,
+        meta=meta,
+        dtype=meta.dtype,
+        task=task,
+        y_offsets=y_offsets,
+        x_offsets=x_offsets,
+        name="xsensei-cloudmask",
+        **kwargs,
+    )

@@ -1,0 +1,140 @@
+"""Devices, precision and the per-process model cache.
+
+Dask tasks carry a small :class:`ModelRef`, never the weights: each worker process loads a
+model once (lock-guarded) and keeps the band-set-specialised version for reuse.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from xsensei.nn.model import CloudMaskModel
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a task needs to find a model: a checkpoint path and its digest, or a memory key."""
+
+    path: str | None
+    digest: str
+    name: str
+    version: str
+
+
+_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, str], CloudMaskModel] = {}
+_RUNNERS: dict[tuple[Any, ...], torch.nn.Module] = {}
+#: Models handed over as Python objects (threaded schedulers share this process).
+_MEMORY: dict[str, CloudMaskModel] = {}
+#: Counts real model loads in this process (tests check the cache works).
+LOAD_COUNT = 0
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` = cuda > mps > cpu; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for, but torch sees no CUDA GPU; use 'cpu'")
+    return dev
+
+
+def register_memory_model(model: CloudMaskModel) -> ModelRef:
+    """Make an in-memory model reachable from tasks of this process (threaded schedulers)."""
+    key = f"memory:{id(model):x}"
+    _MEMORY[key] = model
+    meta = getattr(model, "checkpoint_metadata", None) or {}
+    return ModelRef(None, key, meta.get("name", "custom"), str(meta.get("version", "0")))
+
+
+def get_model(ref: ModelRef, device: torch.device) -> CloudMaskModel:
+    """The model for ``ref`` on ``device``, loaded at most once per process."""
+    global LOAD_COUNT
+    key = (ref.digest, str(device))
+    with _LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            if ref.path is None:
+                try:
+                    model = _MEMORY[ref.digest]
+                except KeyError:
+                    raise RuntimeError(
+                        "this worker cannot see an in-memory model; on a distributed cluster "
+                        "save it with xsensei.save_model and pass the file path as model="
+                    ) from None
+                model = model.to(device).eval()
+            else:
+                from xsensei.weights.checkpoint import load_checkpoint
+
+                model, meta = load_checkpoint(Path(ref.path), device=device)
+                if meta["sha256"] != ref.digest:
+                    raise RuntimeError(f"{ref.path} changed on disk since the job was built")
+                LOAD_COUNT += 1
+            _MODELS[key] = model
+    return model
+
+
+def get_runner(
+    ref: ModelRef,
+    descriptors: NDArray[np.float32],
+    device: torch.device,
+    precision: str,
+) -> torch.nn.Module:
+    """The band-set-specialised model (SEnSeI folded into a 1x1 conv), cached per process."""
+    key = (ref.digest, descriptors.tobytes(), descriptors.shape, str(device), precision)
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        model = get_model(ref, device)
+        with _LOCK:
+            runner = model.for_bands(torch.as_tensor(descriptors, device=device))
+            _RUNNERS[key] = runner
+    return runner
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """``auto``: bf16 (or fp16) autocast on GPUs, full fp32 on CPU for exact reproducibility."""
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return None
+    if precision in ("bf16", "auto"):
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
+
+
+def run_batch(
+    runner: torch.nn.Module, batch: NDArray[np.float32], device: torch.device, precision: str
+) -> NDArray[np.float32]:
+    """Softmax probabilities for a batch, under ``inference_mode`` (and autocast on GPU)."""
+    dtype = autocast_dtype(device, precision)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+        if dtype is None:
+            logits = runner(x)
+        else:
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                logits = runner(x)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads (Nanny workers default to 1 via OMP_NUM_THREADS)."""
+    if threads is not None and threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
