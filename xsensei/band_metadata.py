@@ -21,8 +21,8 @@ taken as micrometres, otherwise nanometres. A value that is plausible in neither
 :class:`~xsensei.errors.DescriptorError` naming the band.
 
 Width: with a centre and FWHM, ``min/max = centre -/+ FWHM / 2``. With a centre only, the
-catalogue band is used when the sensor is known and the centre lies inside that band's
-[min, max]; otherwise a default FWHM (:data:`DEFAULT_FWHM_NM`: 20 nm below 1000 nm, 60 nm up to
+catalogue band's [min, max] is used when the sensor is known and the centre lies inside it (the
+band of that name, else the sensor's band around that centre); otherwise a default FWHM (:data:`DEFAULT_FWHM_NM`: 20 nm below 1000 nm, 60 nm up to
 3000 nm, 1000 nm beyond) capped at the distance to the nearest other band centre (so narrow
 hyperspectral bands do not overlap), with one ``UserWarning`` naming those bands.
 
@@ -540,7 +540,17 @@ class _Result:
     problem: str = ""
 
 
-def _resolve_one(band: _Band, cat: BandInfo | None, sensor_name: str | None) -> _Result:
+def _catalogue_band_at(sensor: SensorInfo | None, centre_nm: float) -> BandInfo | None:
+    """The sensor's band whose [min, max] holds ``centre_nm`` (nearest centre if several)."""
+    if sensor is None:
+        return None
+    hits = [b for b in sensor.bands if b.wl_min_nm <= centre_nm <= b.wl_max_nm]
+    return min(hits, key=lambda b: abs(b.wl_center_nm - centre_nm), default=None)
+
+
+def _resolve_one(
+    band: _Band, cat: BandInfo | None, sensor: SensorInfo | None, sensor_name: str | None
+) -> _Result:
     for cand in band.candidates:
         where = "descriptors=" if cand.explicit else cand.source
         centre = cand.centre
@@ -563,7 +573,9 @@ def _resolve_one(band: _Band, cat: BandInfo | None, sensor_name: str | None) -> 
             )
         if fwhm:  # zero FWHM is a common "unknown" placeholder in ENVI headers
             return _Result((mid - fwhm / 2, mid, mid + fwhm / 2), cand.source)
-        if cat is not None and cat.wl_min_nm <= mid <= cat.wl_max_nm:
+        if cat is None or not cat.wl_min_nm <= mid <= cat.wl_max_nm:
+            cat = _catalogue_band_at(sensor, mid)
+        if cat is not None:
             return _Result(
                 (float(cat.wl_min_nm), mid, float(cat.wl_max_nm)),
                 f"{cand.source}+catalogue:{sensor_name}",
@@ -653,7 +665,7 @@ def resolve_bands(
     for band in bands:
         cat = _catalogue_band(sensor_info, band.lookup)
         cats.append(cat)
-        results.append(_resolve_one(band, cat, sensor_name))
+        results.append(_resolve_one(band, cat, sensor_info, sensor_name))
 
     # edges at or below 300 nm cannot be encoded: an error for explicit values, else a drop
     for band, res in zip(bands, results, strict=True):

@@ -368,7 +368,7 @@ class SEnSeI(nn.Module):
         Bands are processed in a canonical order (sorted by centre, then min, then max
         wavelength) and the result is returned in the caller's order. The network is
         permutation-equivariant anyway; the sort only removes float32 rounding differences
-        (~1e-5 after 20 normalised layers), so band order cannot change a cloud mask at all.
+        (up to ~1e-5 after ~20 normalised layers), so band order cannot change a cloud mask at all.
         """
         self._check_descriptors(descriptors, band_mask)
         if band_mask is not None:
