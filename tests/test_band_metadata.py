@@ -1,4 +1,4 @@
-"""Band wavelengths from the metadata real loaders produce (stackstac, ENVI, odc-stac, rioxarray)."""
+"""Band wavelengths from the metadata real loaders give (stackstac, ENVI, odc-stac, rioxarray)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ import xarray as xr
 from xsensei.band_metadata import ResolvedBands, band_variables, resolve_bands
 from xsensei.errors import DescriptorError, InputError
 from xsensei.sensors import get_sensor
+
+pytestmark = pytest.mark.filterwarnings(
+    # rioxarray 0.19 + affine 3: third-party noise on every open_rasterio
+    "ignore:Use `@` matmul:PendingDeprecationWarning"
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RIO_CLOUDMASK = SHARED / "data" / "real" / "landsat8-rio-cloudmask"
@@ -316,7 +321,7 @@ def test_error_descriptor_shape_and_unknown_keys() -> None:
     da = stackstac_like()
     with pytest.raises(DescriptorError, match=r"shape \(6, 3\), expected \(7, 3\)"):
         resolve_bands(da, descriptors=np.ones((6, 3)))
-    with pytest.raises(DescriptorError, match="unknown band.*'B8A'"):
+    with pytest.raises(DescriptorError, match=r"unknown band.*'B8A'"):
         resolve_bands(da, descriptors={"B8A": (850.0, 865.0, 880.0)})
 
 
@@ -347,5 +352,5 @@ def test_error_band_dim_missing() -> None:
 
 def test_error_explicit_band_below_300_nm() -> None:
     da = xr.DataArray(np.zeros((1, 2, 2)), dims=("band", "y", "x"), coords={"band": ["uv"]})
-    with pytest.raises(DescriptorError, match="'uv'.*300 nm"):
+    with pytest.raises(DescriptorError, match=r"'uv'.*300 nm"):
         resolve_bands(da, descriptors={"uv": (280.0, 290.0, 300.0)})

@@ -28,8 +28,9 @@ def test_round_trip_is_exact(saved) -> None:
     model, path = saved
     loaded = xsensei.load_model(path)
     assert loaded.classes == CLASSES_2
-    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
-                               strict=True):
+    for (k, a), (k2, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert k == k2
         assert torch.equal(a, b)
     assert not loaded.training
@@ -86,7 +87,7 @@ def test_mismatched_architecture(saved, tmp_path: Path) -> None:
     meta = read_metadata(path)
     meta["architecture"]["segmenter"]["kwargs"] = {"hidden": 8}
     with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     bad = tmp_path / "mismatch.safetensors"
     save_file(tensors, str(bad), metadata={"xsensei": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="do not match the stored architecture"):

@@ -18,6 +18,9 @@ from affine import Affine
 from xsensei.engine.output import wrap_output
 from xsensei.io.zarr import ResumeMismatchError, ZarrWriteReport, to_zarr
 
+# rioxarray (not xsensei) still multiplies Affine objects with `*` when reading back
+pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
+
 CLASSES = ["clear", "thick_cloud", "thin_cloud", "cloud_shadow"]
 TRANSFORM = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4500000.0)
 
@@ -202,7 +205,7 @@ def _interrupt_then_resume(tmp_path: Path, scheduler, settle=lambda: None) -> No
     done_before = done_blocks(store)
     everything = set(np.ndindex(3, 2, 3))
     assert (1, 1, 2) not in done_before
-    assert done_before < everything
+    assert 0 < len(done_before) < len(everything)  # a real partial write
 
     for p in log.iterdir():
         p.unlink() if "@" in p.name else None

@@ -11,8 +11,14 @@ from xsensei.descriptors import encode_wavelengths
 from xsensei.nn.model import CLASSES_2, CLASSES_3, CloudMaskModel
 from xsensei.nn.segmenters import PixelNet
 
-S2_6 = [[446, 494, 542], [537, 560, 582], [645, 665, 684], [763, 834, 904], [1541, 1612, 1683],
-        [2074, 2194, 2314]]
+S2_6 = [
+    [446, 494, 542],
+    [537, 560, 582],
+    [645, 665, 684],
+    [763, 834, 904],
+    [1541, 1612, 1683],
+    [2074, 2194, 2314],
+]
 
 
 def _inputs(n: int = 6, size: int = 64, batch: int = 2, seed: int = 0):

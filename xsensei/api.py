@@ -211,7 +211,7 @@ def _coarsen(values: da.Array, factor: int) -> da.Array:
     chunk = max(factor, (max(values.chunks[2] + values.chunks[3]) // factor) * factor)
     values = values.rechunk({2: chunk, 3: chunk})
 
-    def nanmean(x: NDArray[Any], axis: Any) -> NDArray[Any]:
+    def nanmean(x: NDArray[Any], axis: Any = None) -> NDArray[Any]:
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(x, axis=axis)
@@ -292,7 +292,7 @@ def cloudmask(
             f"stack the extra dims {extra} first"
         )
     arr = arr.transpose(*extra, "band", ydim, xdim)
-    scale_spec = scale_from_metadata(arr, resolved, scale=scale, offset=offset)
+    scale_spec = scale_from_metadata(data, resolved, scale=scale, offset=offset)
     if scale_spec is None and np.issubdtype(arr.dtype, np.integer):
         raise InputError(
             f"integer data ({arr.dtype}) without a scale: these look like digital numbers. "

@@ -22,9 +22,10 @@ taken as micrometres, otherwise nanometres. A value that is plausible in neither
 
 Width: with a centre and FWHM, ``min/max = centre -/+ FWHM / 2``. With a centre only, the
 catalogue band's [min, max] is used when the sensor is known and the centre lies inside it (the
-band of that name, else the sensor's band around that centre); otherwise a default FWHM (:data:`DEFAULT_FWHM_NM`: 20 nm below 1000 nm, 60 nm up to
-3000 nm, 1000 nm beyond) capped at the distance to the nearest other band centre (so narrow
-hyperspectral bands do not overlap), with one ``UserWarning`` naming those bands.
+band of that name, else the sensor's band around that centre); otherwise a default FWHM
+(:data:`DEFAULT_FWHM_NM`: 20 nm below 1000 nm, 60 nm up to 3000 nm, 1000 nm beyond) capped at
+the distance to the nearest other band centre (so narrow hyperspectral bands do not overlap),
+with one ``UserWarning`` naming those bands.
 
 Bands that do not resolve (SCL, AOT, a quality band) are dropped with one ``UserWarning``; when
 nothing resolves a :class:`DescriptorError` names the bands and lists the fixes.
@@ -390,9 +391,10 @@ def _gather_dataarray(obj: xr.DataArray, band_dim: str) -> list[_Band]:
             cand = _from_attr_dict(entry, "attrs")
             if cand is not None:
                 bands[i].candidates.append(cand)
-            common = entry.get("common_name") or entry.get("eo:common_name")
-            if isinstance(common, str) and common not in bands[i].lookup:
-                bands[i].lookup.append(common)
+            for field in ("name", "common_name", "eo:common_name"):
+                value = entry.get(field)
+                if isinstance(value, str) and value and value not in bands[i].lookup:
+                    bands[i].lookup.append(value)
     return bands
 
 
@@ -475,9 +477,10 @@ def _explicit_value(value: Any, band: str) -> _Candidate:
 
 def _sensor_names_in(obj: xr.DataArray | xr.Dataset) -> list[str]:
     names: list[str] = []
-    if "platform" in obj.coords:
-        values = np.asarray(obj.coords["platform"].values, dtype=object).ravel()
-        names.extend(str(v) for v in values if isinstance(v, str) and v)
+    for key in ("platform", "constellation"):  # stackstac: item properties become coords
+        if key in obj.coords:
+            values = np.asarray(obj.coords[key].values, dtype=object).ravel()
+            names.extend(str(v) for v in values if isinstance(v, str) and v)
     for key in _SENSOR_ATTRS:
         value = obj.attrs.get(key)
         if isinstance(value, str) and value:

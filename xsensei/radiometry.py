@@ -161,12 +161,17 @@ def _is_integer(dtype: Any) -> bool:
     return np.dtype(dtype).kind in "iu"
 
 
+def _is_scalar(value: Any) -> bool:
+    return value is not None and not isinstance(value, Mapping) and np.ndim(value) == 0
+
+
 def _band_key(name: str) -> str:
-    """'B1', 'b01', 'band1' -> 'B01'; other names upper-cased (for offset tables)."""
+    """Offset-table key: 'B1', 'b01', 'band1' -> 'B01', 'B08A' -> 'B8A'; others upper-cased."""
     text = str(name).strip().upper()
     m = re.fullmatch(r"(?:B|BAND)_?0*(\d+)([A-Z]?)", text)
     if m:
-        return f"B{int(m.group(1)):02d}{m.group(2)}"
+        number, letter = int(m.group(1)), m.group(2)
+        return f"B{number}{letter}" if letter else f"B{number:02d}"
     return text
 
 
@@ -454,9 +459,9 @@ def scale_from_metadata(
         thermal = np.asarray(resolved.is_thermal)
         sc = _per_band(1.0 if scale is None else scale, resolved, n_in, "scale", 1.0)
         of = _per_band(0.0 if offset is None else offset, resolved, n_in, "offset", 0.0)
-        if scale is not None and np.ndim(scale) == 0:
+        if _is_scalar(scale):
             sc = np.where(thermal, 1.0, sc)
-        if offset is not None and np.ndim(offset) == 0:
+        if _is_scalar(offset):
             of = np.where(thermal, 0.0, of)
         return ScaleSpec(sc, of, source="explicit")
     if not _data_are_raw(obj, resolved, sample):

@@ -20,7 +20,7 @@ Partial = Literal["fill", "nodata"]
 
 
 def valid_pixels(values: NDArray[np.floating], partial: Partial = "fill") -> NDArray[np.bool_]:
-    """Pixels the model should label: any band finite (``fill``) or all bands finite (``nodata``)."""
+    """Pixels to label: any band finite (``partial="fill"``) or all finite (``"nodata"``)."""
     finite = np.isfinite(values)
     return finite.any(axis=0) if partial == "fill" else finite.all(axis=0)
 

@@ -67,7 +67,7 @@ class CloudMaskModel(nn.Module):
     def forward(
         self, values: torch.Tensor, descriptors: torch.Tensor, band_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Logits ``(B, classes, H, W)`` from values ``(B, N, H, W)`` and descriptors ``(B, N, 3)``."""
+        """Logits ``(B, classes, H, W)`` from values ``(B, N, H, W)``, descriptors ``(B, N, 3)``."""
         return self.segmenter(self.sensei(values, descriptors, band_mask))
 
     def for_bands(self, descriptors: torch.Tensor) -> nn.Module:

@@ -118,7 +118,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+            return {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: cannot read tensors ({exc}); the file is damaged") from exc
 
