@@ -73,11 +73,15 @@ def make_mask(
     )
 
 
-def counting_model(log_dir: Path, fail_block: tuple[int, ...] | None = None):
+def counting_model(
+    log_dir: Path, fail_block: tuple[int, ...] | None = None, store: Path | None = None
+):
     """A block function that leaves one file per computed block (works across processes).
 
     With ``fail_block`` it raises on that block the first time it is computed, like a model
-    crashing mid-scene; a flag file makes the next attempt succeed.
+    crashing mid-scene (a flag file makes the next attempt succeed). Before raising it waits
+    (up to 10 s) until other tasks have stored a few chunks of ``store``, so the crash always
+    interrupts a partial write whatever order the scheduler picks.
     """
     log_dir = Path(log_dir)
 
@@ -87,6 +91,12 @@ def counting_model(log_dir: Path, fail_block: tuple[int, ...] | None = None):
             flag = log_dir / "failed-once"
             if not flag.exists():
                 flag.touch()
+                deadline = time.monotonic() + 10
+                while store is not None and time.monotonic() < deadline:
+                    done = zarr.open_array(store, path="_xsensei/done", mode="r")[...]
+                    if done.sum() >= 3:
+                        break
+                    time.sleep(0.02)
                 raise RuntimeError(f"simulated crash on block {tag}")
         (log_dir / f"{tag}@{uuid.uuid4().hex}").touch()
         return block
@@ -186,21 +196,35 @@ def test_resume_on_missing_store_writes_it(tmp_path):
     assert (report.chunks_written, report.chunks_skipped) == (1, 0)
 
 
-def _interrupt_then_resume(tmp_path: Path, scheduler, settle=lambda: None) -> None:
-    """Crash one block on the first write, resume, and check only missing blocks ran again.
+def settle(store: Path, log: Path) -> None:
+    """Wait until tasks still in flight after a failed compute have finished.
 
-    ``settle`` waits for tasks still running elsewhere after the failure (distributed).
+    Neither dask's thread pool nor a distributed worker stops a task that is already running
+    when another task fails; such a task finishes its chunk (harmless: writes are atomic and
+    identical) but would blur the counts below if it ended during the resume.
     """
+    last, stable_since, deadline = None, time.monotonic(), time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = (len(done_blocks(store)), len(list(log.iterdir())))
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since > 0.5:
+            return
+        time.sleep(0.05)
+
+
+def _interrupt_then_resume(tmp_path: Path, scheduler) -> None:
+    """Crash one block on the first write, resume, and check only missing blocks ran again."""
     values = _values((3, 64, 96), seed=7)
     log = tmp_path / "log"
     log.mkdir()
     store = tmp_path / "mask.zarr"
-    model = counting_model(log, fail_block=(1, 1, 2))
+    model = counting_model(log, fail_block=(1, 1, 2), store=store)
 
     with pytest.raises(RuntimeError, match="simulated crash") as err:
         to_zarr(make_mask(values, block_fn=model), store, scheduler=scheduler)
     assert any("resume=True" in note for note in getattr(err.value, "__notes__", []))
-    settle()
+    settle(store, log)
 
     done_before = done_blocks(store)
     everything = set(np.ndindex(3, 2, 3))
@@ -243,25 +267,20 @@ def test_resume_after_interruption_multiprocess_localcluster(tmp_path):
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-
-        def settle():
-            # a failed compute leaves tasks running on the other worker: let them finish so
-            # the counts only see the resume's work
-            deadline = time.monotonic() + 30
-            while any(client.processing().values()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-        _interrupt_then_resume(tmp_path, client, settle)
+        _interrupt_then_resume(tmp_path, client)
 
 
-def test_default_distributed_client_is_used(tmp_path):
+def test_default_distributed_client_is_used(tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
     values = _values((2, 32, 64))
     with distributed.Client(
         processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0"
-    ):
-        report = to_zarr(make_mask(values), tmp_path / "m.zarr")  # scheduler=None: the Client
+    ) as client:
+        # scheduler=None: the default Client; progress on distributed = the dashboard link
+        report = to_zarr(make_mask(values), tmp_path / "m.zarr", progress=True)
+        link = client.dashboard_link
     assert report.chunks_written == 4
+    assert link in capsys.readouterr().out
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "m.zarr")["cloud_mask"].values, values)
 
 
@@ -368,3 +387,12 @@ def test_numpy_mask_without_time_and_probability_output(tmp_path):
 def test_progress_bar(tmp_path, capsys):
     to_zarr(make_mask(_values((1, 32, 32))), tmp_path / "m.zarr", progress=True)
     assert "m.zarr" in capsys.readouterr().err
+
+
+def test_cloud_fraction_along_a_leading_dim_not_named_time(tmp_path):
+    values = _values((2, 32, 32), seed=5)
+    mask = make_mask(values, (1, 16, 16)).rename(time="date")
+    to_zarr(mask, tmp_path / "m.zarr")
+    ds = xr.open_zarr(tmp_path / "m.zarr", decode_coords="all")
+    assert ds["cloud_fraction"].dims == ("date",)
+    np.testing.assert_allclose(ds["cloud_fraction"].values, expected_fraction(values), rtol=1e-6)

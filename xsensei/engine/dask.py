@@ -52,7 +52,8 @@ class BlockTask:
         runtime.set_torch_threads(self.torch_threads)
         device = runtime.resolve_device(self.device)
         module = runtime.get_runner(self.model, self.descriptors, device, self.precision)
-        return lambda batch: runtime.run_batch(module, batch, device, self.precision)
+        multiple = runtime.input_multiple(module)
+        return lambda batch: runtime.run_batch(module, batch, device, self.precision, multiple)
 
 
 def probabilities_to_output(probs: NDArray[np.float32], task: BlockTask) -> NDArray[Any]:
@@ -187,6 +188,9 @@ def predict_dask(values: da.Array, task: BlockTask) -> da.Array:
         task=task,
         y_offsets=y_offsets,
         x_offsets=x_offsets,
-        name="xsensei-cloudmask",
+        # a key prefix, not ``name=``: map_blocks takes ``name`` verbatim, so two different
+        # masks in one graph (dask.compute(a, b), xr.concat, to_zarr of a Dataset) would share
+        # keys and silently return the same blocks; ``token`` appends a hash of the task
+        token="xsensei-cloudmask",
         **kwargs,
     )

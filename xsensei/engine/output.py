@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_NAMES",
     "NODATA",
     "mask_attrs",
+    "spatial_dims",
     "wrap_output",
 ]
 
@@ -67,6 +68,7 @@ _SPECTRAL_COORDS = frozenset(
         "wavelength",
         "wavelengths",
         "fwhm",
+        "gsd",
         "title",
         "description",
         "eo:bands",
@@ -144,16 +146,23 @@ def _probability_attrs(model_name: str, model_version: str) -> dict[str, Any]:
     }
 
 
-def _spatial_dims(template: xr.DataArray | xr.Dataset) -> tuple[str, str]:
-    """(y_dim, x_dim) of the template, as rioxarray sees them."""
+#: (y, x) dim names recognised, in order of preference (same as the public API).
+SPATIAL_DIM_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
+
+
+def spatial_dims(obj: xr.DataArray | xr.Dataset) -> tuple[str, str]:
+    """(y_dim, x_dim) of ``obj``: y/x, lat/lon, latitude/longitude, else what rioxarray finds."""
+    for y, x in SPATIAL_DIM_NAMES:
+        if y in obj.dims and x in obj.dims:
+            return y, x
     import rioxarray  # noqa: F401  (registers .rio)
 
     try:
-        return template.rio.y_dim, template.rio.x_dim
+        return str(obj.rio.y_dim), str(obj.rio.x_dim)
     except Exception as err:  # rioxarray raises MissingSpatialDimensionError
         raise InputError(
-            f"cannot find the spatial dimensions of the template (dims {tuple(template.dims)}); "
-            "name them 'y'/'x' (or lat/lon) or call template.rio.set_spatial_dims(...)"
+            f"no spatial dims found: dims are {tuple(obj.dims)}; expected ('y', 'x') (or "
+            "lat/lon), or set them with obj.rio.set_spatial_dims(...)"
         ) from err
 
 
@@ -182,11 +191,11 @@ def wrap_output(
 ) -> xr.DataArray:
     """Wrap an engine array as a georeferenced mask DataArray on ``template``'s grid.
 
-    ``data`` (numpy or Dask, kept lazy) has the template's ``y, x`` as its last two dims, a
-    leading ``time`` when the template has one and, for ``kind="probability"``, a ``class`` dim
-    right before ``y``. The CRS and transform are copied, nodata is explicit (255 for uint8
-    masks as a ``_FillValue`` attribute so ``.rio.nodata`` finds it, NaN for probabilities) and
-    attributes are set from scratch.
+    ``data`` (numpy or Dask, kept lazy) has the template's ``y, x`` (or lat/lon) as its last two
+    dims, preceded by the template's other non-band dims (usually ``time``; any name is kept)
+    and, for ``kind="probability"``, a ``class`` dim right before ``y``. The CRS and transform
+    are copied, nodata is explicit (255 for uint8 masks as a ``_FillValue`` attribute so
+    ``.rio.nodata`` finds it, NaN for probabilities) and attributes are set from scratch.
 
     Note: plain ``xr.Dataset.to_zarr``/``to_netcdf`` turn a uint8 variable with a
     ``_FillValue`` into float on reading; :func:`xsensei.io.zarr.to_zarr` stores nodata as the
@@ -201,9 +210,9 @@ def wrap_output(
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = np.asarray(data)
 
-    y_dim, x_dim = _spatial_dims(template)
-    has_time = "time" in template.dims
-    dims: list[str] = ["time"] if has_time else []
+    y_dim, x_dim = spatial_dims(template)
+    leading = [str(d) for d in template.dims if d not in (y_dim, x_dim, *_SPECTRAL_COORDS)]
+    dims: list[str] = list(leading)
     if kind == "probability":
         dims.append("class")
     dims += [y_dim, x_dim]
@@ -237,7 +246,7 @@ def wrap_output(
     else:
         attrs = _probability_attrs(model_name, model_version)
 
-    coords = _kept_coords(template, {"time", y_dim, x_dim})
+    coords = _kept_coords(template, {*leading, y_dim, x_dim})
     if kind == "probability":
         coords["class"] = xr.Variable("class", np.asarray(list(classes), dtype=str))
 
@@ -245,6 +254,9 @@ def wrap_output(
     out.attrs = attrs
     out.encoding = {}
 
+    if (y_dim, x_dim) != ("y", "x"):
+        template = template.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
+        out = out.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
     crs = template.rio.crs
     if crs is not None:
         out = out.rio.write_crs(crs)

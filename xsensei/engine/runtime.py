@@ -55,8 +55,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def register_memory_model(model: CloudMaskModel) -> ModelRef:
-    """Make an in-memory model reachable from tasks of this process (threaded schedulers)."""
-    key = f"memory:{id(model):x}"
+    """Make an in-memory model reachable from tasks of this process (threaded schedulers).
+
+    The key includes a digest of the weights: a model changed in place since an earlier call
+    (a training loop that masks each epoch) gets a new key, so the runner cache, which holds
+    SEnSeI folded for a band set, cannot serve the old weights.
+    """
+    from xsensei.weights.checkpoint import tensor_digest
+
+    key = f"memory:{id(model):x}:{tensor_digest(model.state_dict())[:16]}"
     _MEMORY[key] = model
     meta = getattr(model, "checkpoint_metadata", None) or {}
     return ModelRef(None, key, meta.get("name", "custom"), str(meta.get("version", "0")))
@@ -119,11 +126,36 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
 
 
+def input_multiple(module: torch.nn.Module) -> int:
+    """The multiple that input sides must be for ``module`` (1 if it takes any size).
+
+    segmentation-models-pytorch models refuse sides that are not a multiple of their
+    encoder's output stride (8 for the default DeepLabv3+); other modules take any size.
+    """
+    for sub in module.modules():
+        stride = getattr(getattr(sub, "encoder", None), "output_stride", None)
+        if isinstance(stride, int) and stride > 1:
+            return stride
+    return 1
+
+
 def run_batch(
-    runner: torch.nn.Module, batch: NDArray[np.float32], device: torch.device, precision: str
+    runner: torch.nn.Module,
+    batch: NDArray[np.float32],
+    device: torch.device,
+    precision: str,
+    multiple: int = 1,
 ) -> NDArray[np.float32]:
-    """Softmax probabilities for a batch, under ``inference_mode`` (and autocast on GPU)."""
+    """Softmax probabilities for a batch, under ``inference_mode`` (and autocast on GPU).
+
+    Sides that are not a multiple of ``multiple`` are mirrored up to one on the bottom/right
+    and the output cropped back: the result still depends on the batch's windows alone.
+    """
     dtype = autocast_dtype(device, precision)
+    h, w = batch.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h or pad_w:
+        batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
         if dtype is None:
@@ -131,7 +163,8 @@ def run_batch(
         else:
             with torch.autocast(device_type=device.type, dtype=dtype):
                 logits = runner(x)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return probs[:, :, :h, :w] if pad_h or pad_w else probs
 
 
 def set_torch_threads(threads: int | None) -> None:

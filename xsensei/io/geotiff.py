@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xsensei.engine.output import spatial_dims
 from xsensei.errors import InputError
 
 __all__ = ["to_cog"]
@@ -41,7 +42,8 @@ def to_cog(mask: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool 
     float probabilities keep NaN nodata and get ``AVERAGE`` overviews. CRS, transform and the
     CF flag attributes (as GDAL metadata) are written. The file is written next to ``path``
     and renamed into place, so a failed write never leaves a truncated COG; an existing file is
-    only replaced with ``overwrite=True``.
+    only replaced with ``overwrite=True``. GDAL's COG driver writes whole files, so the mask is
+    computed into memory: use :func:`xsensei.io.zarr.to_zarr` for larger-than-memory masks.
     """
     import rioxarray  # noqa: F401  (registers .rio)
 
@@ -53,12 +55,9 @@ def to_cog(mask: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool 
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a GeoTIFF path")
 
-    try:
-        y_dim, x_dim = mask.rio.y_dim, mask.rio.x_dim
-    except Exception as err:
-        raise InputError(
-            f"cannot find the spatial dims of the mask (dims {tuple(mask.dims)})"
-        ) from err
+    y_dim, x_dim = spatial_dims(mask)
+    if (y_dim, x_dim) != ("y", "x"):
+        mask = mask.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
     extra = [d for d in mask.dims if d not in (y_dim, x_dim)]
     if len(extra) > 1:
         raise InputError(

@@ -18,9 +18,11 @@ manifest element), which is safe with any number of threads or worker processes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import sys
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from xsensei.engine.output import spatial_dims
 from xsensei.errors import InputError, XSenseiError
 
 __all__ = ["ResumeMismatchError", "ZarrWriteReport", "to_zarr"]
@@ -44,6 +47,7 @@ _FRACTION = "cloud_fraction"
 _NODATA = 255
 _CLOUD_VALUES = (1, 2)
 _DEFAULT_CHUNK = {"time": 1, "y": 1024, "x": 1024}
+_COUNT_BATCH = 64  # stored chunks recounted per task on resume
 
 
 class ResumeMismatchError(XSenseiError, ValueError):
@@ -82,9 +86,10 @@ def to_zarr(
     - zarr chunks are the mask's Dask chunks. Irregular Dask chunks (sizes differing other than
       a smaller last chunk) are rechunked to the largest chunk size of that dimension, because
       zarr needs a regular grid and each task must own whole zarr chunks.
-    - A mask with a ``time`` dim also gets ``cloud_fraction`` (time,): the fraction of valid
-      (non-255) pixels with value 1 or 2, counted from the same blocks as they are written
-      (chunks skipped on resume are recounted from the store, which is cheap).
+    - A uint8 mask with a ``time`` dim (or any one dim besides y/x) also gets
+      ``cloud_fraction`` (time,): the fraction of valid (non-255) pixels with value 1 or 2,
+      counted from the same blocks as they are written (chunks skipped on resume are recounted
+      from the store, which is cheap).
     - Object-dtype coordinates (stackstac per-item metadata) are stored as strings, or as
       floats when they hold only numbers and None, since zarr cannot store Python objects.
 
@@ -111,8 +116,9 @@ def to_zarr(
     zchunks = tuple(c[0] for c in data.chunks)
     numblocks = data.numblocks
     total = int(np.prod(numblocks))
-    counting = "time" in mask.dims and mask.dtype == np.uint8
-    time_axis = mask.dims.index("time") if counting else None
+    frac_dim = _fraction_dim(mask)
+    counting = frac_dim is not None
+    time_axis = mask.dims.index(frac_dim) if frac_dim is not None else None
 
     if path.exists() or path.is_symlink():
         if overwrite:
@@ -126,7 +132,12 @@ def to_zarr(
         _check_resumable(path, mask, name, zchunks)
         done = _read_done(path, numblocks)
     else:
-        _create_store(path, mask, name, zchunks, compressor_level, counting)
+        path.mkdir(parents=True)  # claims the path: raises if another writer got there first
+        try:
+            _create_store(path, mask, name, zchunks, compressor_level, frac_dim)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # ours, half-made: never leave it behind
+            raise
         done = np.zeros(numblocks, dtype=bool)
 
     missing = [idx for idx in np.ndindex(*numblocks) if not done[idx]]
@@ -134,12 +145,17 @@ def to_zarr(
     blocks = data.to_delayed() if missing else None
     write = dask.delayed(_write_block, pure=False)
     count = dask.delayed(_count_stored, pure=False)
+    token = uuid.uuid4().hex
     tasks = [
-        write(blocks[idx], str(path), name, _region(idx, data.chunks), idx, time_axis)
+        write(blocks[idx], str(path), name, token, _region(idx, data.chunks), idx, time_axis)
         for idx in missing
     ]
     if counting:
-        tasks += [count(str(path), name, _region(idx, data.chunks), time_axis) for idx in skipped]
+        regions = [_region(idx, data.chunks) for idx in skipped]
+        tasks += [
+            count(str(path), name, token, regions[i : i + _COUNT_BATCH], time_axis)
+            for i in range(0, len(regions), _COUNT_BATCH)
+        ]
 
     try:
         results = _compute(tasks, scheduler, progress, path)
@@ -154,9 +170,21 @@ def to_zarr(
         )
         raise
 
-    if counting:
-        _write_fraction(path, mask, missing + skipped, results, data.chunks)
+    if frac_dim is not None:
+        _write_fraction(path, mask.sizes[frac_dim], results)
     return ZarrWriteReport(path, total, len(missing), len(skipped))
+
+
+def _fraction_dim(mask: xr.DataArray) -> str | None:
+    """The dim a cloud fraction is stored along: the one non-spatial dim of a uint8 mask."""
+    if mask.dtype != np.uint8:
+        return None
+    try:
+        y_dim, x_dim = spatial_dims(mask)
+    except InputError:
+        return None
+    lead = [str(d) for d in mask.dims if d not in (y_dim, x_dim)]
+    return lead[0] if len(lead) == 1 else None
 
 
 # --- chunk grid ---------------------------------------------------------------------------
@@ -242,7 +270,7 @@ def _create_store(
     name: str,
     zchunks: tuple[int, ...],
     level: int,
-    counting: bool,
+    frac_dim: str | None,
 ) -> None:
     """Write metadata and coordinates (not the mask data) plus an empty done-manifest."""
     import rioxarray  # noqa: F401  (registers .rio)
@@ -281,10 +309,10 @@ def _create_store(
     ds = var.to_dataset()
     ds.attrs = {_META_KEY: _store_meta(mask, name, zchunks)}
     encodings = {name: encoding}
-    if counting:
+    if frac_dim is not None:
         ds[_FRACTION] = xr.DataArray(
-            da.zeros(mask.sizes["time"], chunks=-1, dtype=np.float32),
-            dims="time",
+            da.zeros(mask.sizes[frac_dim], chunks=-1, dtype=np.float32),
+            dims=frac_dim,
             attrs={
                 "long_name": "cloud fraction of valid pixels",
                 "units": "1",
@@ -383,39 +411,43 @@ def _counts(block: np.ndarray, time_axis: int | None) -> np.ndarray | None:
     return np.stack([valid, cloud]).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=16)
+def _array(path: str, name: str, token: str) -> zarr.Array:
+    """Open a store array once per process and write; ``token`` is unique per write call so a
+    replaced store is never written through a stale handle."""
+    return zarr.open_array(path, path=name, mode="r+")
+
+
 def _write_block(
     block: np.ndarray,
     path: str,
     name: str,
+    token: str,
     region: tuple[slice, ...],
     index: tuple[int, ...],
     time_axis: int | None,
-) -> np.ndarray | None:
-    """Store one computed block, then record it done (in that order)."""
-    zarr.open_array(path, path=name, mode="r+")[region] = block
+) -> list[tuple[int, np.ndarray]]:
+    """Store one computed block, then record it done (in that order); return its counts."""
+    _array(path, name, token)[region] = block
     counts = _counts(np.asarray(block), time_axis)
-    zarr.open_array(path, path=_DONE_PATH, mode="r+")[index] = 1
-    return counts
+    _array(path, _DONE_PATH, token)[index] = 1
+    return [] if counts is None or time_axis is None else [(region[time_axis].start, counts)]
 
 
 def _count_stored(
-    path: str, name: str, region: tuple[slice, ...], time_axis: int | None
-) -> np.ndarray | None:
-    """Counts of a chunk already written by an earlier run, read back from the store."""
-    return _counts(zarr.open_array(path, path=name, mode="r")[region], time_axis)
+    path: str, name: str, token: str, regions: list[tuple[slice, ...]], time_axis: int
+) -> list[tuple[int, np.ndarray]]:
+    """Counts of chunks already written by an earlier run, read back from the store."""
+    array = _array(path, name, token)
+    parts = [(r[time_axis].start, _counts(array[r], time_axis)) for r in regions]
+    return [(start, counts) for start, counts in parts if counts is not None]
 
 
-def _write_fraction(
-    path: Path,
-    mask: xr.DataArray,
-    indices: list[tuple[int, ...]],
-    results: tuple[Any, ...],
-    chunks: tuple[tuple[int, ...], ...],
-) -> None:
-    axis = mask.dims.index("time")
-    totals = np.zeros((2, mask.sizes["time"]), dtype=np.int64)
-    for idx, counts in zip(indices, results, strict=True):
-        totals[:, _region(idx, chunks)[axis]] += counts
+def _write_fraction(path: Path, n_time: int, results: tuple[Any, ...]) -> None:
+    totals = np.zeros((2, n_time), dtype=np.int64)
+    for part in results:
+        for start, counts in part:
+            totals[:, start : start + counts.shape[1]] += counts
     valid, cloud = totals
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(valid > 0, cloud / np.maximum(valid, 1), np.nan).astype(np.float32)

@@ -1,0 +1,237 @@
+"""xsensei.engine.output: flags, attrs, coords and CRS of wrapped engine arrays."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401
+import xarray as xr
+from affine import Affine
+
+import xsensei
+from xsensei.engine.output import NODATA, mask_attrs, wrap_output
+from xsensei.errors import InputError
+
+# rioxarray (not xsensei) still multiplies Affine objects with `*` when recomputing transforms
+pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
+
+TRANSFORM = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 4500000.0)
+FOUR = ["clear", "thick_cloud", "thin_cloud", "cloud_shadow"]
+
+
+def stackstac_like(nt: int = 2, ny: int = 20, nx: int = 30) -> xr.DataArray:
+    """(time, band, y, x) reflectance with stackstac's band coords, item coords and attrs."""
+    times = np.array(["2024-06-01T15:40", "2024-06-04T15:50"], "datetime64[ns]")[:nt]
+    img = xr.DataArray(
+        da.random.random((nt, 3, ny, nx), chunks=(1, 3, 10, 10)).astype(np.float32),
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": times,
+            "band": ["B04", "B03", "B02"],
+            "y": TRANSFORM.f + TRANSFORM.e * (np.arange(ny) + 0.5),
+            "x": TRANSFORM.c + TRANSFORM.a * (np.arange(nx) + 0.5),
+            "common_name": ("band", np.array(["red", "green", "blue"], dtype=object)),
+            "center_wavelength": ("band", [0.665, 0.56, 0.49]),
+            "id": ("time", np.array(["S2B_18TWL_1", "S2A_18TWL_2"], dtype=object)[:nt]),
+            "eo:cloud_cover": ("time", [12.5, 80.1][:nt]),
+            "epsg": 32618,
+        },
+        attrs={"spec": "RasterSpec(epsg=32618, ...)", "scale_factor": 1e-4, "units": "DN"},
+    )
+    return img.rio.write_crs("EPSG:32618").rio.write_transform(TRANSFORM)
+
+
+@pytest.mark.parametrize(
+    ("classes", "values", "meanings"),
+    [
+        (FOUR, [0, 1, 2, 3, 255], "clear thick_cloud thin_cloud cloud_shadow nodata"),
+        (["clear", "cloud"], [0, 1, 255], "clear cloud nodata"),
+        (["clear", "cloud", "cloud_shadow"], [0, 1, 3, 255], "clear cloud cloud_shadow nodata"),
+        (["cloud_shadow", "clear", "cloud"], [0, 1, 3, 255], "clear cloud cloud_shadow nodata"),
+    ],
+)
+def test_mask_attrs_cf_flags(classes, values, meanings):
+    attrs = mask_attrs(classes, "sensei-v2", "2.1.0")
+    assert attrs["flag_values"].dtype == np.uint8
+    assert attrs["flag_values"].tolist() == values
+    assert attrs["flag_meanings"] == meanings
+    assert attrs["model"] == "sensei-v2" and attrs["model_version"] == "2.1.0"
+    assert attrs["xsensei_version"] == xsensei.__version__
+    assert attrs["long_name"] == "cloud mask"
+    assert NODATA == 255
+
+
+def test_mask_attrs_rejects_unknown_or_clashing_classes():
+    with pytest.raises(ValueError, match=r"unknown class 'haze'.*thin_cloud"):
+        mask_attrs(["clear", "haze"], "m", "1")
+    with pytest.raises(ValueError, match="both map to mask value 1"):
+        mask_attrs(["clear", "cloud", "thick_cloud"], "m", "1")
+    with pytest.raises(TypeError, match="sequence of class names"):
+        mask_attrs("clear", "m", "1")
+
+
+def test_wrap_mask_keeps_grid_crs_and_item_coords_but_not_band_metadata():
+    img = stackstac_like()
+
+    def explode(block):
+        raise AssertionError("wrap_output must not compute the mask")
+
+    data = da.zeros((2, 20, 30), chunks=(1, 10, 10), dtype=np.uint8).map_blocks(
+        explode, dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8)
+    )
+    mask = wrap_output(
+        data, img, kind="mask", classes=FOUR, model_name="sensei", model_version="1.0"
+    )
+    assert mask.name == "cloud_mask"
+    assert mask.dims == ("time", "y", "x")
+    assert mask.dtype == np.uint8
+    assert isinstance(mask.data, da.Array) and mask.data.name == data.name  # lazy, same graph
+    assert set(mask.coords) == {"time", "y", "x", "id", "eo:cloud_cover", "epsg", "spatial_ref"}
+    for dim in ("time", "y", "x"):
+        np.testing.assert_array_equal(mask[dim].values, img[dim].values)
+    assert mask.rio.crs == img.rio.crs
+    assert mask.rio.transform() == TRANSFORM
+    assert mask.rio.nodata == 255
+    assert mask.attrs["_FillValue"] == 255 and "_FillValue" not in mask.encoding
+    assert mask.encoding.get("grid_mapping") == "spatial_ref"
+    assert set(mask.attrs) == {
+        "long_name",
+        "flag_values",
+        "flag_meanings",
+        "model",
+        "model_version",
+        "xsensei_version",
+        "_FillValue",
+    }
+
+
+def test_wrap_probability_and_binary():
+    img = stackstac_like()
+    prob = wrap_output(
+        np.full((2, 3, 20, 30), 0.25, np.float64),
+        img,
+        kind="probability",
+        classes=["clear", "cloud", "cloud_shadow"],
+        model_name="m",
+        model_version="1",
+    )
+    assert prob.name == "cloud_probability"
+    assert prob.dims == ("time", "class", "y", "x")
+    assert prob.dtype == np.float32
+    assert prob["class"].values.tolist() == ["clear", "cloud", "cloud_shadow"]
+    assert np.isnan(prob.rio.nodata)
+    assert "flag_values" not in prob.attrs and prob.attrs["units"] == "1"
+
+    binary = wrap_output(
+        np.ones((2, 20, 30), bool),
+        img,
+        kind="binary",
+        classes=FOUR,
+        model_name="m",
+        model_version="1",
+        name="clouds",
+    )
+    assert binary.name == "clouds" and binary.dtype == np.uint8
+    assert binary.attrs["flag_meanings"] == "not_cloud cloud nodata"
+    assert binary.attrs["flag_values"].tolist() == [0, 1, 255]
+
+
+def test_wrap_on_2d_template_and_odc_stac_dataset():
+    img = stackstac_like(nt=1).isel(time=0)
+    mask = wrap_output(
+        np.zeros((20, 30), np.uint8),
+        img,
+        kind="mask",
+        classes=FOUR,
+        model_name="m",
+        model_version="1",
+    )
+    assert mask.dims == ("y", "x")
+    assert "time" in mask.coords and mask["time"].ndim == 0  # the scene's date stays attached
+
+    spectral = ["band", "common_name", "center_wavelength"]
+    ds = xr.Dataset(  # odc-stac: one variable per band, no wavelengths
+        {c: img.isel(band=i).drop_vars(spectral) for i, c in enumerate(["red", "green", "blue"])}
+    )
+    ds = ds.drop_attrs().rio.write_crs("EPSG:32618")
+    mask = wrap_output(
+        np.zeros((20, 30), np.uint8),
+        ds,
+        kind="mask",
+        classes=FOUR,
+        model_name="m",
+        model_version="1",
+    )
+    assert mask.rio.crs.to_epsg() == 32618
+    assert mask.rio.transform() == TRANSFORM
+
+
+def test_wrap_output_says_what_is_wrong():
+    img = stackstac_like()
+    with pytest.raises(InputError, match=r"shape \(20, 30\).*time=2, y=20, x=30"):
+        wrap_output(
+            np.zeros((20, 30), np.uint8),
+            img,
+            kind="mask",
+            classes=FOUR,
+            model_name="m",
+            model_version="1",
+        )
+    with pytest.raises(InputError, match="must be uint8"):
+        wrap_output(
+            np.zeros((2, 20, 30), np.int64),
+            img,
+            kind="mask",
+            classes=FOUR,
+            model_name="m",
+            model_version="1",
+        )
+    with pytest.raises(ValueError, match="kind must be one of"):
+        wrap_output(
+            np.zeros((2, 20, 30), np.uint8),
+            img,
+            kind="classes",
+            classes=FOUR,
+            model_name="m",
+            model_version="1",
+        )
+
+
+def test_leading_dim_of_any_name_and_lat_lon_grids():
+    img = stackstac_like().rename(time="date")
+    mask = wrap_output(
+        np.zeros((2, 20, 30), np.uint8),
+        img,
+        kind="mask",
+        classes=FOUR,
+        model_name="m",
+        model_version="1",
+    )
+    assert mask.dims == ("date", "y", "x") and "id" in mask.coords
+
+    latlon = stackstac_like().isel(time=0).rename(y="lat", x="lon")
+    mask = wrap_output(
+        np.zeros((20, 30), np.uint8),
+        latlon,
+        kind="mask",
+        classes=FOUR,
+        model_name="m",
+        model_version="1",
+    )
+    assert mask.dims == ("lat", "lon")
+    assert mask.rio.crs.to_epsg() == 32618 and mask.rio.transform() == TRANSFORM
+
+
+def test_transform_follows_a_sliced_template():
+    """A subset scene keeps a stale GeoTransform in spatial_ref; the mask must not inherit it."""
+    img = stackstac_like().isel(y=slice(5, None), x=slice(7, None))
+    mask = wrap_output(
+        np.zeros((2, 15, 23), np.uint8),
+        img,
+        kind="mask",
+        classes=FOUR,
+        model_name="m",
+        model_version="1",
+    )
+    assert mask.rio.transform() == Affine(10.0, 0.0, 400030.0, 0.0, -10.0, 4499950.0)
