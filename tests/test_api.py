@@ -314,8 +314,11 @@ def test_descriptors_in_micrometres_for_numpy(scene, pixelnet):
 
 
 def test_unknown_sensor_suggests_names(scene, pixelnet):
-    with pytest.raises(DescriptorError, match=r"Unknown sensor 'sentinal-2a'\. Did you mean: "
-                       r"sentinel-2a.*descriptors="):
+    with pytest.raises(
+        DescriptorError,
+        match=r"Unknown sensor 'sentinal-2a'\. Did you mean: "
+        r"sentinel-2a.*descriptors=",
+    ):
         xsensei.cloudmask(_no_wavelengths(scene), sensor="sentinal-2a", model=pixelnet)
 
 
@@ -355,8 +358,9 @@ def test_non_spectral_band_dropped_with_one_warning(scene, pixelnet):
 
 
 def test_bogus_output(scene, pixelnet):
-    with pytest.raises(ValueError, match="output must be 'mask', 'probability' or 'binary', got "
-                       "'bogus'"):
+    with pytest.raises(
+        ValueError, match="output must be 'mask', 'probability' or 'binary', got 'bogus'"
+    ):
         xsensei.cloudmask(scene, model=pixelnet, output="bogus")
 
 
@@ -376,8 +380,9 @@ def test_dataset_of_bands_matches_dataarray(scene, pixelnet):
 
 
 def test_not_an_array(scene, pixelnet):
-    with pytest.raises(InputError, match="expected an xarray DataArray/Dataset or numpy array, "
-                       "got <class 'list'>"):
+    with pytest.raises(
+        InputError, match="expected an xarray DataArray/Dataset or numpy array, got <class 'list'>"
+    ):
         xsensei.cloudmask(scene.values.tolist(), DEMO_WAVELENGTHS_NM, model=pixelnet)
 
 
@@ -423,12 +428,18 @@ def _stackstac_like(n_time: int = 2, size: int = 96) -> tuple[xr.DataArray, list
             "y": ref.y.values,
             "x": ref.x.values,
             "title": ("band", [f"Band {n}" for n in names]),
-            "common_name": ("band", obj(["blue", "green", "red", "nir", "swir16", "swir22",
-                                         None], dtype=object)),
-            "center_wavelength": ("band", obj([0.49, 0.56, 0.665, 0.842, 1.61, 2.19, None],
-                                              dtype=object)),
-            "full_width_half_max": ("band", obj([0.098, 0.045, 0.038, 0.145, 0.143, 0.242,
-                                                 None], dtype=object)),
+            "common_name": (
+                "band",
+                obj(["blue", "green", "red", "nir", "swir16", "swir22", None], dtype=object),
+            ),
+            "center_wavelength": (
+                "band",
+                obj([0.49, 0.56, 0.665, 0.842, 1.61, 2.19, None], dtype=object),
+            ),
+            "full_width_half_max": (
+                "band",
+                obj([0.098, 0.045, 0.038, 0.145, 0.143, 0.242, None], dtype=object),
+            ),
             "epsg": 32633,
         },
         attrs={"spec": object(), "crs": "epsg:32633", "resolution": 30.0},

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import rioxarray  # noqa: F401  (registers .rio)
+import rioxarray
 import xarray as xr
-from rasterio.transform import from_origin
+from affine import Affine
 
 import xsensei
 from xsensei.cli import main
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecatio
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TRANSFORM = from_origin(500000.0, 5200000.0, 30.0, 30.0)
+TRANSFORM = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 5200000.0)
 
 
 def run_cli(*args: str | os.PathLike[str], timeout: float = 240) -> subprocess.CompletedProcess:
@@ -61,8 +61,15 @@ def geotiff(scene: xr.DataArray, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A 6-band float32 reflectance GeoTIFF with band descriptions blue .. swir22."""
     path = tmp_path_factory.mktemp("cli-input") / "scene.tif"
     profile = {
-        "driver": "GTiff", "width": 96, "height": 96, "count": 6, "dtype": "float32",
-        "crs": "EPSG:32633", "transform": TRANSFORM, "tiled": True, "blockxsize": 32,
+        "driver": "GTiff",
+        "width": 96,
+        "height": 96,
+        "count": 6,
+        "dtype": "float32",
+        "crs": "EPSG:32633",
+        "transform": TRANSFORM,
+        "tiled": True,
+        "blockxsize": 32,
         "blockysize": 32,
     }
     with rasterio.open(path, "w", **profile) as dst:
@@ -80,6 +87,7 @@ def expected(geotiff: Path, pixelnet_ckpt: Path) -> np.ndarray:
     return xsensei.cloudmask(data, sensor="landsat-8", model=pixelnet_ckpt).values
 
 
+@pytest.mark.slow  # a fresh interpreter plus DeepLabv3+ on CPU: 13-40 s
 def test_demo_as_a_subprocess(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli("demo", "--out", out, "--size", "256")
@@ -110,11 +118,19 @@ def test_console_script_if_installed():
     assert "demo" in proc.stdout and "mask" in proc.stdout
 
 
-def test_mask_geotiff_to_zarr_resume_and_refuse(geotiff, pixelnet_ckpt, expected, tmp_path,
-                                                capsys):
+def test_mask_geotiff_to_zarr_resume_and_refuse(geotiff, pixelnet_ckpt, expected, tmp_path, capsys):
     store = tmp_path / "mask.zarr"
-    args = ["mask", geotiff, store, "--sensor", "landsat-8", "--model", pixelnet_ckpt,
-            "--chunks", "64"]
+    args = [
+        "mask",
+        geotiff,
+        store,
+        "--sensor",
+        "landsat-8",
+        "--model",
+        pixelnet_ckpt,
+        "--chunks",
+        "64",
+    ]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {store}: 4 chunks written, 0 already done" in proc.stdout
@@ -169,8 +185,18 @@ def test_mask_geotiff_to_cog_and_refuse(geotiff, pixelnet_ckpt, expected, tmp_pa
 
 def test_mask_unknown_sensor_exits_2(geotiff, pixelnet_ckpt, tmp_path, capsys):
     out = tmp_path / "never.zarr"
-    code = main(["mask", str(geotiff), str(out), "--sensor", "landsat-88", "--model",
-                 str(pixelnet_ckpt), "--quiet"])
+    code = main(
+        [
+            "mask",
+            str(geotiff),
+            str(out),
+            "--sensor",
+            "landsat-88",
+            "--model",
+            str(pixelnet_ckpt),
+            "--quiet",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "Unknown sensor 'landsat-88'" in err and "landsat-8" in err

@@ -23,6 +23,8 @@ from xsensei.nn.model import CLASS_FLAG_VALUES, CLOUD_CLASSES, CloudMaskModel
 DEFAULT_MODEL = "default"
 #: SEnSeI models are trained on 3 or more bands; fewer gives unreliable masks.
 MIN_BANDS = 3
+#: Spatial chunk used when an in-memory (numpy-backed) DataArray is masked lazily.
+NUMPY_CHUNK = 2048
 #: Reflective values above this (robust max) mean the input is not 0-1 reflectance.
 MAX_REFLECTANCE = 5.0
 
@@ -304,7 +306,8 @@ def cloudmask(
 
     values = arr.data
     if not isinstance(values, da.Array):
-        values = da.from_array(values, chunks=(1,) * len(extra) + (-1, -1, -1))
+        # Results do not depend on chunking, so bound task memory for big in-memory scenes.
+        values = da.from_array(values, chunks=(1,) * len(extra) + (-1, NUMPY_CHUNK, NUMPY_CHUNK))
     if not extra:
         values = values[None]
 

@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--overwrite", action="store_true")
     mask.add_argument("--quiet", action="store_true")
     mask.set_defaults(func=cmd_mask)
+
+    from xsensei.training.evaluate import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -576,7 +576,7 @@ class StacServer:
             "STAC_FASTAPI_LANDING_ID": "xsensei-test",
         })
         fd = sock.fileno()
-        log = open(self.log_file, "ab")  # noqa: SIM115  (owned by the subprocess)
+        log = open(self.log_file, "ab")  # the subprocess keeps its own copy of the fd
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app",

@@ -139,7 +139,8 @@ class PatchDataset(Dataset[Sample]):
         self.seed = seed
         self.epoch = 0
         base = self.store.indices(tag)
-        self.indices = list(base if indices is None else (i for i in indices if i in set(base)))
+        allowed = set(base)
+        self.indices = base if indices is None else [int(i) for i in indices if i in allowed]
         self.fill_value = fill_value
 
     def set_epoch(self, epoch: int) -> None:
@@ -154,7 +155,7 @@ class PatchDataset(Dataset[Sample]):
             raise IndexError(index)
         store_index = self.indices[index]
         rng = _rng(self.seed, self.epoch, index)
-        n = int(self.store.band_counts[store_index])
+        n = self.store.band_count(store_index)
         sel = _band_subset(rng, n, self.bands)
         window = _crop_origin(rng, self.store.patch_size, self.crop, self.random_crop)
         image = self.store.read_image(store_index, bands=sel, window=window)

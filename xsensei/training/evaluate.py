@@ -42,6 +42,7 @@ __all__ = [
     "evaluate_source",
     "evaluate_stac",
     "evaluate_store",
+    "format_table",
     "select_bands",
 ]
 
@@ -126,6 +127,7 @@ def _as_baseline(model: ModelLike) -> BrightnessThreshold | None:
 
 
 def _model_name(model: ModelLike) -> str:
+    """A checkpoint's recorded name (path or packaged name), else a readable label."""
     base = _as_baseline(model)
     if base is not None:
         return base.name
@@ -133,8 +135,26 @@ def _model_name(model: ModelLike) -> str:
     if isinstance(meta, Mapping) and meta.get("name"):
         return str(meta["name"])
     if isinstance(model, (str, os.PathLike)):
-        return str(model)
+        try:
+            from xsensei.weights.checkpoint import read_metadata, resolve_model_path
+
+            return str(read_metadata(resolve_model_path(model))["name"])
+        except Exception:
+            return str(model)
     return type(model).__name__
+
+
+def _model_trained(model: ModelLike) -> bool | None:
+    """Whether a checkpoint says it holds trained weights (None: unknown / baseline)."""
+    meta = getattr(model, "checkpoint_metadata", None)
+    if meta is None and isinstance(model, (str, os.PathLike)) and _as_baseline(model) is None:
+        try:
+            from xsensei.weights.checkpoint import read_metadata, resolve_model_path
+
+            meta = read_metadata(resolve_model_path(model))
+        except Exception:
+            meta = None
+    return None if not isinstance(meta, Mapping) else bool(meta.get("trained", False))
 
 
 def select_bands(
@@ -436,6 +456,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         kwargs["device"] = args.device
     results = [evaluate_source(s, args.model, args.bands, **kwargs) for s in args.sources]
     print(f"model: {results[0]['model']}" if results else "no sources")
+    if _model_trained(args.model) is False:
+        print("NOTE: this checkpoint is marked untrained; its scores say nothing about cloud "
+              "masking quality", file=sys.stderr)
     print(format_table(results))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(json_safe(results), indent=1) + "\n",

@@ -30,6 +30,7 @@ __all__ = [
     "ConfusionMatrix",
     "TaggedConfusion",
     "cloud_scores",
+    "json_safe",
     "scores_from_counts",
 ]
 

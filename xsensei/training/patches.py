@@ -324,6 +324,10 @@ class PatchStore:
     def band_counts(self) -> NDArray[np.int64]:
         return np.diff(self._offsets)
 
+    def band_count(self, index: int) -> int:
+        i = self._check(index)
+        return int(self._offsets[i + 1] - self._offsets[i])
+
     def _check(self, index: int) -> int:
         n = len(self)
         if not -n <= index < n:
@@ -637,6 +641,10 @@ def patches_from_xarray(
 # (b) STAC items
 
 
+#: Dask chunks for STAC assets: lazy reads, so whole scenes never need to fit in memory.
+_CHUNKS = {"y": 2048, "x": 2048}
+
+
 def _stac_bands(asset: pystac.Asset) -> list[dict[str, Any]]:
     """Per-band dicts of an asset: STAC 1.1 ``bands`` or 1.0 ``eo:bands`` merged with
     ``raster:bands``, normalised to ``name, common_name, center_um, fwhm_um, scale, offset,
@@ -786,7 +794,7 @@ def stac_item_arrays(
     for key in keys:
         asset = images.assets[key]
         bands = _stac_bands(asset)
-        da = rioxarray.open_rasterio(asset.get_absolute_href(), masked=False).load()
+        da = rioxarray.open_rasterio(asset.get_absolute_href(), masked=False, chunks=_CHUNKS)
         if bands and len(bands) != da.sizes["band"]:
             raise ValueError(f"asset {key}: {len(bands)} bands in metadata, "
                              f"{da.sizes['band']} in the file")
@@ -797,8 +805,7 @@ def stac_item_arrays(
             if nodata is None:
                 nodata = band.rio.nodata
             if band.dtype.kind == "f" and nodata is not None and not np.isnan(nodata):
-                band = band.copy(data=np.where(band.values == nodata, np.nan, band.values)
-                                 .astype(band.dtype))
+                band = band.where(band != nodata)
             elif band.dtype.kind in "iu" and nodata is not None:
                 int_nodata.add(float(nodata))
             arrays.append(band)

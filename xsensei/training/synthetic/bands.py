@@ -241,29 +241,27 @@ def band_weights(bandset: BandSet) -> tuple[NDArray[np.float64], tuple[str, ...]
 @lru_cache(maxsize=256)
 def _band_weights_cached(bandset: BandSet) -> tuple[NDArray[np.float64], tuple[str, ...]]:
     solar = np.interp(_FINE_NM, GRID_NM, solar_weight())
-    hat = _hat_matrix()
-    weights = np.zeros((len(bandset), GRID_NM.size))
+    resp = np.zeros((len(bandset), _FINE_NM.size))
     sources = []
     assert bandset.srf is not None
     for i, (kind, srf) in enumerate(zip(bandset.kinds, bandset.srf, strict=True)):
         if kind == "thermal":
             sources.append("thermal")
             continue
-        lo, _, hi = bandset.wavelengths_nm[i]
-        resp = None
         if srf is not None:
             try:
                 wl, values = _read_curve(srf)
-                resp = np.interp(_FINE_NM, wl, values, left=0.0, right=0.0)
+                resp[i] = np.interp(_FINE_NM, wl, values, left=0.0, right=0.0)
             except (FileNotFoundError, OSError, ValueError):
-                resp = None
-        if resp is None or resp.sum() <= 0:
-            lo_c, hi_c = np.clip([lo, hi], _FINE_NM[0], _FINE_NM[-1])
-            resp = _flat_top(lo_c, hi_c)
-            sources.append("flat-top FWHM")
-        else:
+                resp[i] = 0.0
+        if resp[i].sum() > 0:
             sources.append(srf or "")
-        row = (resp * solar) @ hat
-        weights[i] = row / row.sum()
+            continue
+        lo, _, hi = np.clip(bandset.wavelengths_nm[i], _FINE_NM[0], _FINE_NM[-1])
+        resp[i] = _flat_top(lo, hi)
+        sources.append("flat-top FWHM")
+    weights = (resp * solar) @ _hat_matrix()
+    total = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
     weights.flags.writeable = False
     return weights, tuple(sources)
