@@ -546,7 +546,6 @@ def test_real_landsat8_nodata_border(pixelnet):
     np.testing.assert_array_equal(mask == 255, empty)
 
 
-@pytest.mark.xfail(strict=True, reason="proposal: all-zero reflective pixels are fill, not data")
 def test_real_landsat8_zero_border_is_nodata_by_default(pixelnet):
     """Without ``nodata=``, a pixel whose reflective bands are all exactly 0 is still fill."""
     stack, _ = _open_landsat()

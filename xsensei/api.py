@@ -48,8 +48,15 @@ def resolve_model(model: ModelArg) -> LoadedModel:
         meta = getattr(model, "checkpoint_metadata", None) or {}
         inference = dict(meta.get("inference", {}))
         return LoadedModel(ref, model.classes, inference, model.segmenter_name)
-    from xsensei.weights.checkpoint import read_metadata, resolve_model_path
+    from xsensei.errors import CheckpointError
+    from xsensei.weights.checkpoint import packaged_models, read_metadata, resolve_model_path
 
+    if str(model) == DEFAULT_MODEL and DEFAULT_MODEL not in packaged_models():
+        raise CheckpointError(
+            "xsensei ships no trained weights yet, so there is no default model: pass "
+            "model= a .safetensors checkpoint (xsensei.save_model) or a packaged model name "
+            f"(available: {', '.join(sorted(packaged_models())) or 'none yet'})"
+        )
     path = resolve_model_path(model).resolve()
     meta = read_metadata(path)
     ref = runtime.ModelRef(str(path), meta["sha256"], meta["name"], str(meta["version"]))
@@ -82,6 +89,9 @@ class Preparer:
         if self.nodata is not None and np.isfinite(self.nodata):
             values[block == self.nodata] = np.nan
         values[~np.isfinite(values)] = np.nan
+        # Exactly 0 in every reflective band is a fill border (Landsat, Sentinel-2), not ground.
+        refl = slice(None) if self.resolved is None else ~np.asarray(self.resolved.is_thermal)
+        values[:, (block[refl] == 0).all(axis=0)] = np.nan
         if self.resolved is not None:
             from xsensei.radiometry import to_model_units
 
@@ -99,6 +109,12 @@ def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None
     if finite.size == 0:
         return
     high = float(np.percentile(finite, 99.5)) if finite.size > 64 else float(finite.max())
+    if MAX_REFLECTANCE < high <= 100.5:
+        raise InputError(
+            f"values look like reflectance in percent (99.5th percentile {high:.4g}); pass "
+            "scale=0.01 or divide by 100 first (8-bit digital numbers look the same: then pass "
+            "their scale= and offset=)"
+        )
     if high > MAX_REFLECTANCE:
         raise InputError(
             f"values look like digital numbers or percent, not 0-1 reflectance (99.5th "

@@ -34,13 +34,13 @@ nothing resolves a :class:`DescriptorError` names the bands and lists the fixes.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xsensei._warnings import warn_user
 from xsensei.errors import DescriptorError, InputError
 
 if TYPE_CHECKING:
@@ -700,23 +700,19 @@ def resolve_bands(
             for i in range(len(bands))
             if results[i].wl is None
         )
-        warnings.warn(
+        warn_user(
             f"dropping band(s) without usable wavelengths: {listing}; pass descriptors= to "
-            "keep them",
-            UserWarning,
-            stacklevel=2,
+            "keep them"
         )
     widths = [i for i in filled if results[i].wl is not None]
     if widths:
-        warnings.warn(
+        warn_user(
             "no bandwidth known for band(s) "
             + ", ".join(
                 f"{bands[i].label!r} (assumed FWHM {results[i].wl[2] - results[i].wl[0]:.3g} nm)"  # type: ignore[index]
                 for i in widths
             )
-            + "; pass descriptors= or add FWHM coords for exact values",
-            UserWarning,
-            stacklevel=2,
+            + "; pass descriptors= or add FWHM coords for exact values"
         )
 
     kinds, thermal = [], []

@@ -61,6 +61,11 @@ def cmd_mask(args: argparse.Namespace) -> int:
 
     import xsensei
 
+    out = Path(args.output_path)
+    if (out.exists() or out.is_symlink()) and not (args.overwrite or args.resume):
+        again = "" if out.suffix.lower() in (".tif", ".tiff") else (
+            " or --resume to finish an interrupted write of the same mask")
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it{again}")
     src = Path(args.input)
     if src.suffix == ".zarr" or (src.is_dir() and (src / "zarr.json").exists()):
         ds = xr.open_zarr(src, decode_coords="all")
@@ -72,9 +77,8 @@ def cmd_mask(args: argparse.Namespace) -> int:
             data = data.assign_coords(band=list(names))
     mask = data.sensei.cloudmask(
         sensor=args.sensor, model=args.model, resolution=args.resolution, device=args.device,
-        output=args.output,
+        output=args.output, scale=args.scale, offset=args.offset, nodata=args.nodata,
     )
-    out = Path(args.output_path)
     if out.suffix.lower() in (".tif", ".tiff"):
         xsensei.to_cog(mask.compute(), out, overwrite=args.overwrite)
         print(f"wrote {out}")
@@ -109,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--chunks", type=int, default=1024)
     mask.add_argument("--output", default="mask", choices=["mask", "binary", "probability"])
     mask.add_argument("--variable", default=None, help="zarr variable holding the bands")
+    mask.add_argument("--scale", type=float, default=None, help="reflectance = DN * scale + offset")
+    mask.add_argument("--offset", type=float, default=None)
+    mask.add_argument("--nodata", type=float, default=None, help="nodata value of the input")
     mask.add_argument("--resume", action="store_true")
     mask.add_argument("--overwrite", action="store_true")
     mask.add_argument("--quiet", action="store_true")

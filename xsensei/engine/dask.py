@@ -177,7 +177,10 @@ def predict_dask(values: da.Array, task: BlockTask) -> da.Array:
     return da.map_overlap(
         _block,
         values,
-        depth={0: 0, 1: 0, 2: halo, 3: halo},
+        # An axis in one chunk has no neighbours: _block mirrors its edges itself, and Dask
+        # refuses a depth larger than the chunk (a scene smaller than the window).
+        depth={0: 0, 1: 0, 2: halo if len(chunks[2]) > 1 else 0,
+               3: halo if len(chunks[3]) > 1 else 0},
         boundary="none",
         trim=False,
         allow_rechunk=False,
