@@ -275,3 +275,10 @@ def test_cli_module_entry_point(tmp_path: Path) -> None:
     assert (out / "sensei.safetensors").is_file()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "--resume" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["pretrain_cpu_30min.json", "pretrain_gpu_v1.json"])
+def test_recipe_configs_parse(name: str) -> None:
+    config = PretrainConfig.from_json(ROOT / "training" / name)
+    assert (config.min_bands, config.max_bands, config.lr, config.momentum) == (3, 13, 0.01, 0.75)
+    assert (config.patience, config.factor, config.min_lr) == (2, 0.25, 2e-5)

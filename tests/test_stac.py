@@ -31,7 +31,7 @@ from stac_fixtures import (
 )
 
 import xsensei  # noqa: F401  (registers .sensei)
-from xsensei.io.stac import StacMetadataError, search, select_assets, stack_items
+from xsensei.io.stac import StacApiError, StacMetadataError, search, select_assets, stack_items
 from xsensei.stac_job import stac_to_zarr
 
 pytestmark = needs_data
@@ -205,6 +205,8 @@ def test_search_through_the_api(env: StacEnv) -> None:
         search(env.url, "sentinel-2-l9")
     with pytest.raises(StacMetadataError, match="found no items"):
         search(env.url, S2_10, bbox=[0.0, 0.0, 0.1, 0.1])
+    with pytest.raises(StacApiError, match="answered HTTP 400"):
+        search(env.url, S2_10, bbox=[0.0, 0.0, 0.1])
 
 
 @pytest.mark.parametrize("collection", [S2_10, S2_11, LANDSAT])

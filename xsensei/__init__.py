@@ -16,6 +16,8 @@ _LAZY = {
     "to_zarr": "xsensei.io.zarr",
     "to_cog": "xsensei.io.geotiff",
     "demo_scene": "xsensei.demo",
+    "stac_to_zarr": "xsensei.stac_job",
+    "stack_items": "xsensei.io.stac",
     "SEnSeI": "xsensei.nn.sensei",
     "SEnSeIConfig": "xsensei.nn.sensei",
     "CloudMaskModel": "xsensei.nn.model",

@@ -96,6 +96,9 @@ class Preparer:
             from xsensei.radiometry import to_model_units
 
             values = to_model_units(values, self.resolved, self.scale)
+        # A pixel with no reflective value (fill in every reflective band) is nodata, even
+        # where a thermal band still has a value.
+        values[:, ~np.isfinite(values[refl]).any(axis=0)] = np.nan
         check_block_scale(values, self.resolved)
         return values
 

@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     from xsensei.training.evaluate import add_parser as add_evaluate_parser
 
     add_evaluate_parser(sub)
+    from xsensei.training.pretrain import add_parser as add_pretrain_parser
+
+    add_pretrain_parser(sub)
+    from xsensei.training.train import add_parser as add_train_parser
+
+    add_train_parser(sub)
+    from xsensei.stac_job import add_parser as add_stac_parser
+
+    add_stac_parser(sub)
     return parser
 
 

@@ -157,6 +157,7 @@ def stac_to_zarr(
             raise ValueError("pass api= and collection= to search, or items=")
         items = search(api, collection, bbox=bbox, datetime=datetime, query=query,
                        max_items=max_items, modifier=modifier)
+    items = list(items)  # iterated twice: to stack, and to name the asset of a read error
     stack = stack_items(items, assets=assets, epsg=epsg, resolution=resolution, bbox=bbox,
                         chunks=chunks)
     keys = tuple(str(b) for b in stack["band"].values)
@@ -248,8 +249,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--api", required=True, help="STAC API root URL")
     p.add_argument("--collection", required=True, action="append",
                    help="collection id (repeat for several)")
-    p.add_argument("--bbox", nargs="+", metavar="W S E N",
-                   help="west south east north in degrees (4 numbers, or one 'W,S,E,N')")
+    p.add_argument("--bbox", nargs="+", metavar="DEG",
+                   help="west south east north in degrees: 4 numbers, or one 'W,S,E,N' "
+                        "(write --bbox=-74.1,40.6,-73.8,40.9 when it starts with a minus)")
     p.add_argument("--datetime", default=None, help="e.g. 2023-06-01/2023-06-30")
     p.add_argument("--max-items", type=int, default=None)
     p.add_argument("--out", required=True, help="output .zarr store")

@@ -129,7 +129,19 @@ class AssetBand:
 # search
 
 
-def _api_error(url: str, err: BaseException) -> StacApiError:
+def _api_error(url: str, err: BaseException) -> StacError:
+    import requests
+    from pystac_client.exceptions import APIError
+
+    if not isinstance(err, APIError | requests.RequestException | OSError):
+        return StacError(f"the search of {url} failed: {type(err).__name__}: {err}")
+    status = getattr(err, "status_code", None)
+    if status is not None:
+        text = " ".join(str(err).split())[:500]
+        return StacApiError(
+            f"the STAC API at {url} answered HTTP {status}: {text}. Check the collection, bbox "
+            "and datetime; nothing was read or written"
+        )
     return StacApiError(
         f"cannot reach the STAC API at {url}: {type(err).__name__}: {err}. Check the URL, the "
         "network (a proxy?) and that the server is up; nothing was read or written"
@@ -184,7 +196,14 @@ def search(
             f"the search of {url} found no items in {colls} for bbox={list(bbox or [])} "
             f"datetime={datetime!r}{hint}"
         )
-    return sorted(items, key=lambda it: (_item_datetime(_as_dict(it)), _as_dict(it)["id"]))
+    return sorted(items, key=_sort_key)
+
+
+def _sort_key(item: Any) -> tuple[str, str]:
+    if isinstance(item, Mapping):
+        return (_item_datetime(item), str(item.get("id", "")))
+    props = getattr(item, "properties", {}) or {}
+    return (str(props.get("datetime") or props.get("start_datetime") or ""), str(item.id))
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +299,7 @@ def _catalogue_band(sensor: Any, names: Iterable[str | None]) -> Any:
     return None
 
 
-def _is_raster(key: str, asset: Mapping[str, Any]) -> bool:
+def _is_raster(asset: Mapping[str, Any]) -> bool:
     media = str(asset.get("type") or "").lower()
     if media:
         return media.startswith(_RASTER_TYPES)
@@ -293,7 +312,7 @@ def describe_asset(
     """The asset as a spectral band, or ``(None, reason)`` when it is not one to stack."""
     roles = {str(r).lower() for r in asset.get("roles") or []}
     lkey = key.lower()
-    if not _is_raster(key, asset):
+    if not _is_raster(asset):
         return None, "not a raster"
     if lkey in _DENY_KEYS or roles & _DENY_ROLES:
         return None, "not a spectral band"
@@ -324,7 +343,7 @@ def describe_asset(
         href=str(asset.get("href", "")),
     )
     if band.is_thermal and str(band.unit or "").strip().lower() not in _TEMPERATURE_UNITS:
-        return None, "thermal band not in kelvin/celsius (radiance or DN)"
+        return None, _THERMAL_REASON
     return band, ""
 
 
@@ -373,8 +392,19 @@ def select_assets(item: Any) -> list[str]:
 # stacking
 
 
+_THERMAL_REASON = "thermal band not in kelvin/celsius (radiance or DN)"
+
+
 def _common_assets(dicts: Sequence[Mapping[str, Any]]) -> list[str]:
     per_item = [select_assets(d) for d in dicts]
+    thermal = [k for k, a in dicts[0].get("assets", {}).items()
+               if describe_asset(k, a, dicts[0])[1] == _THERMAL_REASON]
+    if thermal:
+        warnings.warn(
+            f"thermal asset(s) {thermal} left out: their unit is not a temperature (kelvin or "
+            "celsius), and radiance or DN cannot be turned into brightness temperature here",
+            UserWarning, stacklevel=3,
+        )
     first = per_item[0]
     common = [k for k in first if all(k in keys for keys in per_item[1:])]
     dropped = sorted({k for keys in per_item for k in keys} - set(common))

@@ -18,8 +18,8 @@ absolute asset paths) from the real scenes in ``shared/data/real``:
   uint16 with scale 2e-5, offset -0.1), ``lwir11``/``lwir12`` (brightness temperature, kelvin,
   scale 0.00341802, offset 149); plus ``pan`` (absent file), ``qa_pixel``, ``mtl.txt`` and
   ``thumbnail``, none of which may be stacked.
-- ``sentinel-2-l1c-faulty`` (optional): like ``sentinel-2-l1c`` over its own copies of the files,
-  for tests that break an asset and repair it.
+- ``sentinel-2-l1c-faulty`` (optional): like ``sentinel-2-l1c`` over its own copies of the files
+  in 16 x 16 px tiles, for tests that break a tile of an asset and repair it.
 
 The dates of the eo-learn scenes are not recorded upstream; the items take the first five
 timestamps of its TestEOPatch. Values are the real top-of-atmosphere reflectance, only encoded.
@@ -73,6 +73,8 @@ S2_TRANSFORM = (10.0, 0.0, 465180.0, 0.0, -10.0, 5080260.0)
 S2_COLLECTIONS = ("sentinel-2-l1c", "sentinel-2-c1-l1c")
 S2_FAULTY = "sentinel-2-l1c-faulty"
 LANDSAT_COLLECTION = "landsat-c2-l1"
+#: Tile size of the faulty collection's COGs (tests corrupt single tiles).
+FAULTY_BLOCK = 16
 #: The STAC 1.1 collection leaves this asset without wavelengths (catalogue fallback).
 S2_STAC11_NO_WAVELENGTH = "nir09"
 
@@ -152,7 +154,7 @@ class TestCatalog:
 
 
 def _write_cog(path: Path, data: np.ndarray, epsg: int, transform: Sequence[float],
-               nodata: float | None) -> None:
+               nodata: float | None, blocksize: int = 256) -> None:
     import rasterio
     from rasterio.transform import Affine
 
@@ -167,7 +169,7 @@ def _write_cog(path: Path, data: np.ndarray, epsg: int, transform: Sequence[floa
         "crs": f"EPSG:{epsg}",
         "transform": Affine(*transform),
         "compress": "deflate",
-        "blocksize": 256,
+        "blocksize": blocksize,
     }
     if nodata is not None:
         profile["nodata"] = nodata
@@ -289,10 +291,11 @@ def _build_s2(root: Path, shared: Path, cat: TestCatalog, faulty: bool) -> None:
         dt = stamp + "Z"
         for src in ("s2", "s2-faulty") if faulty else ("s2",):
             folder = root / "cogs" / src / item_id
+            block = FAULTY_BLOCK if src == "s2-faulty" else 256
             for band in S2_BANDS:
                 refl = scenes[t, :, :, int(band.source)]
                 dn = _encode(refl, S2_SCALE, S2_OFFSET, np.isfinite(refl))
-                _write_cog(folder / f"{band.key}.tif", dn, S2_EPSG, S2_TRANSFORM, 0)
+                _write_cog(folder / f"{band.key}.tif", dn, S2_EPSG, S2_TRANSFORM, 0, block)
             rgb = scenes[t][:, :, [3, 2, 1]].transpose(2, 0, 1)
             tci = np.clip(rgb / 0.3 * 255, 1, 255).astype(np.uint8)
             _write_cog(folder / "TCI.tif", tci, S2_EPSG, S2_TRANSFORM, 0)
@@ -382,7 +385,9 @@ def _build_landsat(root: Path, shared: Path, cat: TestCatalog) -> None:
         thermal = band.center_um > 5
         if thermal:  # brightness temperature, degC in the source -> kelvin
             kelvin = values.astype(np.float64) + 273.15
-            dn = _encode(kelvin, ST_SCALE, ST_OFFSET, np.isfinite(values))
+            # the source's last row is exactly 0.0 degC where the reflective bands are fill:
+            # a processing artefact, written as nodata like the rest of the border
+            dn = _encode(kelvin, ST_SCALE, ST_OFFSET, np.isfinite(values) & (values != 0))
             raster = {"data_type": "uint16", "nodata": 0, "scale": ST_SCALE,
                       "offset": ST_OFFSET, "unit": "kelvin", "spatial_resolution": 120}
         else:  # TOA reflectance, 0 = outside the footprint
@@ -504,6 +509,27 @@ def build_catalog(root: str | os.PathLike[str], shared: str | os.PathLike[str], 
 # the server
 
 
+def _exit_with_parent() -> None:
+    """End this server when the process that started it is gone (a killed test run)."""
+    import threading
+
+    parent = int(os.environ.get("XSENSEI_STAC_PARENT", "0"))
+    if parent <= 0:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # alive, another user's process
+                pass
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def create_app() -> Any:
     """The ``stac-fastapi-static`` ASGI app for uvicorn (settings from the environment).
 
@@ -515,6 +541,7 @@ def create_app() -> Any:
     from starlette.middleware import Middleware
     from starlette.middleware.cors import CORSMiddleware
 
+    _exit_with_parent()
     settings = Settings()
     app = make_api(settings).app
     fixed = []
@@ -574,24 +601,27 @@ class StacServer:
             "LOG_LEVEL": "warning",
             "STAC_FASTAPI_TITLE": "xsensei test STAC API",
             "STAC_FASTAPI_LANDING_ID": "xsensei-test",
+            "XSENSEI_STAC_PARENT": str(os.getpid()),
         })
         fd = sock.fileno()
         log = open(self.log_file, "ab")  # the subprocess keeps its own copy of the fd
+        app = "xsensei.testing.stac_server:create_app"  # not __name__: may be "__main__"
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app",
-                 "--fd", str(fd), "--log-level", "warning", "--no-access-log"],
+                [sys.executable, "-m", "uvicorn", "--factory", app, "--fd", str(fd),
+                 "--log-level", "warning", "--no-access-log"],
                 env=env, pass_fds=(fd,), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         finally:
             log.close()
+        proc = self._proc
         deadline = time.monotonic() + timeout
         while True:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 self.stop()
                 raise RuntimeError(
-                    f"the STAC API server exited with code {self._proc.returncode}; see "
+                    f"the STAC API server exited with code {proc.returncode}; see "
                     f"{self.log_file}:\n{self._log_tail()}"
                 )
             try:
@@ -646,6 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rebuild and root.exists():
         shutil.rmtree(root)
     cat = build_catalog(root, args.shared)
+
+    def stop_on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # so that the server subprocess is stopped too
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     with StacServer(cat.catalog, port=args.port) as server:
         print(f"STAC API at {server.url} (collections: {', '.join(cat.items)}); Ctrl-C stops it",
               flush=True)

@@ -1,0 +1,282 @@
+"""Supervised training: loss goes down, exact resume, no clobbering, shipped-format output,
+held-out sensors never trained on.
+
+Runs are tiny (PixelNet, 32 px crops, a few dozen steps, one torch thread: on a shared 2-core
+machine two threads make these small steps many times slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xsensei.training.train import (
+    BandsetSampler,
+    LRSchedule,
+    TrainConfig,
+    TrainResult,
+    add_parser,
+    train,
+)
+
+HOLDOUT = ("landsat-7", "sentinel-3a-slstr", "sentinel-3b-slstr")
+
+
+def tiny_config(**changes: object) -> TrainConfig:
+    """PixelNet on 32 px crops; lr 0.01 so that 40 steps are enough to see learning."""
+    base: dict[str, object] = dict(
+        name="tiny", segmenter="pixelnet", crop=32, batch=4, steps=40, lr=0.01,
+        warmup_steps=4, val_scenes=2, val_size=32, val_sensors=("landsat-8",),
+        val_unseen=("landsat-7",), holdout_sensors=HOLDOUT, eval_every=20,
+        checkpoint_every=20, log_every=1, threads=1, workers=0, precision="fp32",
+        steps_per_epoch=16, seed=3,
+    )
+    base.update(changes)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    torch.set_num_threads(1)
+    return train(tiny_config(), tmp_path_factory.mktemp("tiny") / "run", progress=False)
+
+
+def test_config_json_round_trip(tmp_path: Path) -> None:
+    cfg = tiny_config(segmenter="deeplabv3plus", segmenter_kwargs={"encoder_output_stride": 16},
+                      augment={"noise_sigma": 0.01}, synthetic={"tau_thin": 2.5},
+                      patch_stores=("a.zarr",), bands=(3, None), precision="auto")
+    path = tmp_path / "cfg.json"
+    cfg.to_json(path)
+    back = TrainConfig.from_json(path)
+    assert back == cfg
+    assert back.bands == (3, None) and isinstance(back.classes, tuple)
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"crops": 64})
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(segmenter="deeplabv3plus", crop=40,
+                    segmenter_kwargs={"encoder_output_stride": 16})
+    with pytest.raises(ValueError, match="holdout"):
+        tiny_config(val_sensors=("landsat-7",))
+
+
+def test_recipes_parse() -> None:
+    root = Path(__file__).resolve().parents[1] / "training"
+    for name in ("default_deeplab.json", "fast_pixelnet.json"):
+        cfg = TrainConfig.from_json(root / name)
+        assert cfg.time_budget_s is not None and cfg.time_budget_s <= 2 * 3600
+        assert {"landsat-7", "sentinel-3a-slstr"} <= set(cfg.holdout_sensors)
+
+
+def test_cosine_schedule() -> None:
+    s = LRSchedule("cosine", 1e-3, total_steps=100, warmup_steps=10, min_lr=1e-5)
+    lrs = [s.lr(i) for i in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.01)
+    p = LRSchedule("plateau", 1e-3, 100, factor=0.25, patience=2, min_lr=2e-5)
+    for loss in (1.0, 1.0, 1.0, 0.5, 0.6, 0.6):
+        p.observe(loss)
+    assert p.lr(50) == pytest.approx(2.5e-4 * 0.25)
+
+
+def test_tiny_run_reduces_loss(tiny_run: TrainResult) -> None:
+    losses = np.array([loss for _, loss in tiny_run.loss_history])
+    assert len(losses) == 40 and np.isfinite(losses).all()
+    first, last = losses[:10].mean(), losses[-10:].mean()
+    print(f"tiny run: loss {first:.3f} -> {last:.3f}, {tiny_run.sec_per_step:.3f} s/step")
+    assert last < 0.9 * first, (first, last)
+    records = [json.loads(line) for line in (tiny_run.out_dir / "log.jsonl").open()]
+    steps = [r for r in records if r["event"] == "step"]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["step"] for r in steps] == list(range(1, 41))
+    assert {"loss", "lr", "sec_per_step", "data_s_per_step"} <= set(steps[0])
+    assert [r["step"] for r in evals] == [20, 40]
+    for group in ("seen", "unseen"):
+        assert {"OA", "BA", "precision", "recall", "F1"} <= set(evals[-1][group])
+    assert tiny_run.completed and tiny_run.stopped_by == "steps"
+
+
+def test_best_checkpoint_loads_and_masks(tiny_run: TrainResult) -> None:
+    import xsensei
+    from xsensei.training.synthetic import SceneGenerator, SyntheticConfig, sensor_bandset
+    from xsensei.weights.checkpoint import read_metadata
+
+    assert tiny_run.best_path is not None and tiny_run.best_path.is_file()
+    meta = read_metadata(tiny_run.best_path)
+    assert meta["trained"] is True
+    prov = meta["provenance"]
+    assert prov["data"].startswith("synthetic") and prov["seed"] == 3
+    assert prov["steps"] == tiny_run.best_step
+    assert prov["generator"]["seed"] == 0 and len(prov["generator"]["source_sha256"]) == 64
+    assert {"cpu", "torch"} <= set(prov["hardware"]) and prov["wall_time_s"] > 0
+    assert meta["inference"] == {"window": 256, "overlap": 64}
+    model = xsensei.load_model(tiny_run.best_path)
+    assert model.classes == ("clear", "thick_cloud", "thin_cloud", "cloud_shadow")
+
+    bands = sensor_bandset("sentinel-2a")
+    scene = SceneGenerator(SyntheticConfig(size=48), seed=9).sample(bands, 0)
+    mask = xsensei.cloudmask(scene.image, np.asarray(bands.wavelengths_nm),
+                             model=str(tiny_run.best_path))
+    assert mask.shape == (48, 48)
+    assert set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+
+
+def test_holdout_sensors_never_sampled(tiny_run: TrainResult) -> None:
+    from xsensei.training.synthetic import sensor_bandset
+
+    cfg = tiny_config()
+    sampler = BandsetSampler.from_config(cfg)
+    assert not set(sampler.sensors) & set(HOLDOUT)
+    held_bands = {tuple(row) for s in HOLDOUT for row in sensor_bandset(s).wavelengths_nm}
+    kept_bands = {tuple(row) for s in sampler.sensors for row in sensor_bandset(s).wavelengths_nm}
+    only_held = held_bands - kept_bands
+    assert only_held  # the assertion below is not vacuous
+    sources = set()
+    for i in range(400):
+        source, bandset = sampler.draw(np.random.default_rng([cfg.seed, 0, i]))
+        sources.add(source)
+        assert source not in HOLDOUT
+        assert not {tuple(row) for row in bandset.wavelengths_nm} & only_held
+        assert 3 <= len(bandset)
+    assert "random" in sources and len(sources) > 5
+    # and in the actual training run: every band set's origin was counted
+    assert sum(tiny_run.bandset_sources.values()) == 40 * 4
+    assert not set(tiny_run.bandset_sources) & set(HOLDOUT)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from xsensei.weights.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(path)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        # DeepLabv3+: dropout (torch RNG), batch-norm buffers, momentum across the split
+        {"segmenter": "deeplabv3plus", "segmenter_kwargs": {"encoder_output_stride": 16},
+         "batch": 2, "val_size": 32},
+    ],
+    ids=["pixelnet", "deeplab"],
+)
+def test_resume_is_exact(tmp_path: Path, changes: dict[str, object]) -> None:
+    steps = 8 if changes else 12  # crosses an epoch boundary (steps_per_epoch 4)
+    cfg = tiny_config(steps=steps, steps_per_epoch=4, eval_every=3, checkpoint_every=100,
+                      val_scenes=1, **changes)
+    straight = train(cfg, tmp_path / "a", progress=False)
+    first = train(cfg, tmp_path / "b", progress=False, stop_at=steps // 2)
+    assert first.stopped_by == "stop_at" and first.step == steps // 2
+    second = train(cfg, tmp_path / "b", progress=False, resume=True)
+    assert second.step == steps and second.completed
+    assert straight.loss_history == first.loss_history + second.loss_history
+    a = _weights(tmp_path / "a" / "last.safetensors")
+    b = _weights(tmp_path / "b" / "last.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refuses_to_clobber(tmp_path: Path) -> None:
+    cfg = tiny_config(steps=2, eval_every=100, checkpoint_every=100, val_scenes=1)
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    before = (run / "last.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg, run, progress=False)
+    assert (run / "last.safetensors").read_bytes() == before
+    with pytest.raises(ValueError, match="crop"):
+        train(cfg.replace(crop=64), run, progress=False, resume=True)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(cfg, tmp_path / "empty", progress=False, resume=True)
+    (run / "notes.txt").write_text("mine")
+    again = train(cfg.replace(seed=4), run, progress=False, overwrite=True)
+    assert again.step == 2 and (run / "notes.txt").read_text() == "mine"
+    log = [json.loads(line) for line in (run / "log.jsonl").open()]
+    assert sum(r["event"] == "start" for r in log) == 1  # the old log went with the old run
+
+
+def test_time_budget_stops_with_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config(steps=10_000, time_budget_s=0.1, eval_every=10_000, val_scenes=1)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.stopped_by == "time_budget" and 1 <= result.step < 10_000
+    assert (tmp_path / "run" / "last.state.safetensors").is_file()
+    assert result.best_path is not None  # the stop evaluates, so there is a best model
+    more = train(cfg.replace(steps=result.step + 1, time_budget_s=None), tmp_path / "run",
+                 progress=False, resume=True)
+    assert more.step == result.step + 1 and more.completed
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "recipe.json"
+    tiny_config(steps=3, eval_every=100, val_scenes=1).to_json(recipe)
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "run"
+    args = parser.parse_args(["train", "--config", str(recipe), "--out", str(out),
+                              "--until", "2", "--quiet"])
+    assert args.func(args) == 0
+    assert "stop_at: step 2/3" in capsys.readouterr().out
+    args = parser.parse_args(["train", "--out", str(out), "--resume", "--quiet"])
+    assert args.func(args) == 0
+    assert "steps: step 3/3" in capsys.readouterr().out
+    args = parser.parse_args(["train", "--config", str(recipe), "--out", str(out), "--quiet"])
+    with pytest.raises(FileExistsError):
+        args.func(args)
+
+
+def test_init_sensei_is_fine_tuned(tmp_path: Path) -> None:
+    from xsensei.training.pretrain import PretrainConfig, load_pretrained_sensei, pretrain
+
+    pre = pretrain(PretrainConfig(epochs=1, steps_per_epoch=2, batch=8, val_samples=16,
+                                  val_chunk=16, threads=1), tmp_path / "pre", progress=False)
+    start = load_pretrained_sensei(pre.sensei_path).state_dict()
+    cfg = tiny_config(steps=2, eval_every=100, val_scenes=1, init_sensei=str(pre.sensei_path))
+    result = train(cfg, tmp_path / "run", progress=False)
+    trained = _weights(result.last_path)
+    sensei = {k.removeprefix("sensei."): v for k, v in trained.items() if k.startswith("sensei.")}
+    assert sensei.keys() == start.keys()
+    changed = [k for k in start if not torch.equal(start[k], sensei[k])]
+    assert changed  # fine-tuned, not frozen ...
+    close = [k for k in start if torch.allclose(start[k], sensei[k], atol=1e-2)]
+    assert len(close) == len(start)  # ... starting from the pre-trained weights
+    from xsensei.weights.checkpoint import read_metadata
+
+    init = read_metadata(result.last_path)["provenance"]["init_sensei"]
+    assert init["path"] == str(pre.sensei_path) and len(init["sha256"]) == 64
+
+
+def test_real_patches_mix_in_without_held_out_sensors(tmp_path: Path) -> None:
+    from xsensei.training.patches import Patch, build_store, make_metadata
+    from xsensei.training.synthetic import sensor_bandset
+
+    rng = np.random.default_rng(0)
+    patches = []
+    for i, sensor in enumerate(["landsat-8", "LANDSAT_7", "landsat-8", "L7"]):
+        nm = np.asarray(sensor_bandset(sensor).wavelengths_nm)[:6]
+        image = rng.uniform(0, 0.5, (6, 36, 36)).astype(np.float32)
+        label = rng.integers(0, 4, (36, 36)).astype(np.uint8)
+        patches.append(Patch(image, label, nm, make_metadata(sensor=sensor, scene_id=str(i))))
+    store = build_store(tmp_path / "real.zarr", patches)
+    cfg = tiny_config(steps=6, eval_every=100, val_scenes=1, patch_stores=(str(store.path),),
+                      real_fraction=0.5)
+    result = train(cfg, tmp_path / "run", progress=False)
+    real = {k: v for k, v in result.bandset_sources.items() if k.startswith("real:")}
+    assert set(real) == {"real:landsat-8"} and sum(real.values()) >= 3
+    with pytest.raises(KeyError, match="landsat-77"):
+        tiny_config(holdout_sensors=("landsat-77",))
