@@ -26,6 +26,10 @@ from xsensei.training.synthetic.scenes import (
 )
 from xsensei.training.synthetic.spectra import GRID_NM, SURFACE_CLASSES
 
+#: Bump when a change alters what a given (config, seed, index) generates; recorded in the
+#: provenance of trained weights.
+GENERATOR_VERSION = "1.0"
+
 __all__ = [
     "GRID_NM",
     "LABELS",
