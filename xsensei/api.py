@@ -71,7 +71,7 @@ def window_spec(
     """Window geometry: per-pixel models need none; others default to the checkpoint's hint."""
     if loaded.segmenter == "pixelnet" and window is None:
         return WindowSpec(size=None, blend=blend)
-    size = window or int(loaded.inference.get("window", 256))
+    size = window if window is not None else int(loaded.inference.get("window", 256))
     ov = overlap if overlap is not None else int(loaded.inference.get("overlap", size // 4))
     return WindowSpec(size=size, overlap=ov, blend=blend)
 

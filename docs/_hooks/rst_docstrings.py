@@ -97,6 +97,18 @@ def _table(lines: list[str]) -> list[str]:
     return md
 
 
+def _in_list(out: list[str]) -> bool:
+    """True when the last line written is a list item or the continuation of one."""
+    for prev in reversed(out):
+        if not prev.strip():
+            return False
+        if _LIST_ITEM.match(prev):
+            return True
+        if not prev[:1].isspace():
+            return False
+    return False
+
+
 def convert(text: str, obj: griffe.Object) -> str:
     """reST-flavoured docstring text -> Markdown (see the module docstring)."""
     lines = text.splitlines()
@@ -163,10 +175,8 @@ def convert(text: str, obj: griffe.Object) -> str:
             continue
         # lists need a blank line before them in Markdown
         m = _LIST_ITEM.match(line)
-        if m and out and out[-1].strip() and not _LIST_ITEM.match(out[-1]) and not m.group(1):
-            prev_is_item_text = any(_LIST_ITEM.match(x) for x in out[-3:]) and out[-1].startswith(" ")
-            if not prev_is_item_text:
-                out.append("")
+        if m and not m.group(1) and out and out[-1].strip() and not _in_list(out):
+            out.append("")
         out.append(_roles(line, obj))
         i += 1
     return "\n".join(out).strip("\n")

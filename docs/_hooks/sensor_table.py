@@ -32,11 +32,12 @@ def sensor_markdown() -> str:
         s = get_sensor(name)
         aliases = ", ".join(f"`{a}`" for a in s.aliases[:4])
         measured = sum(1 for b in s if (b.source or "").startswith("srf"))
-        origin = (
-            "response curves" if measured == len(s)
-            else "nominal values" if measured == 0
-            else f"curves ({measured} bands), nominal (rest)"
-        )
+        if measured == len(s):
+            origin = "response curves"
+        elif measured == 0:
+            origin = "nominal values"
+        else:
+            origin = f"curves ({measured} bands), nominal (rest)"
         lines.append(f"| `{name}` | {aliases} | {len(s)} | {origin} |")
         rows = [
             f'??? note "`{name}`: {s.description.rstrip(".").replace(chr(34), chr(39))}"',
