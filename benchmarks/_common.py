@@ -12,21 +12,22 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import functools
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
+import numpy as np
+from numpy.typing import NDArray
 
 #: The repository root (benchmarks/ lives in it).
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,15 +242,41 @@ def run_ukis(values: NDArray[np.float32], common_names: Sequence[str | None], th
 S2CLOUDLESS_PARAMS = {"threshold": 0.4, "average_over": 1, "dilation_size": 1, "all_bands": True}
 
 
-def run_s2cloudless(values13: NDArray[np.float32], threads: int) -> NDArray[np.uint8]:
-    """s2cloudless on all 13 Sentinel-2 L1C bands ``(13, H, W)``: ``(H, W)`` 1 cloud, 0 clear."""
+@functools.lru_cache(maxsize=1)
+def s2cloudless_detector() -> Any:
+    """One detector per process, as its users keep one (the LightGBM model loads once)."""
     from s2cloudless import S2PixelCloudDetector
 
+    det = S2PixelCloudDetector(**S2CLOUDLESS_PARAMS)
+    det.classifier  # noqa: B018  (loads the booster now, not inside the first timed call)
+    return det
+
+
+def run_s2cloudless(values13: NDArray[np.float32], threads: int) -> NDArray[np.uint8]:
+    """s2cloudless on all 13 Sentinel-2 L1C bands ``(13, H, W)``: ``(H, W)`` 1 cloud, 0 clear."""
     if values13.shape[0] != 13:
         raise ValueError("s2cloudless needs the 13 Sentinel-2 L1C bands (B01..B12 with B8A)")
-    det = S2PixelCloudDetector(**S2CLOUDLESS_PARAMS)
     data = np.moveaxis(values13, 0, -1)[None]
-    return det.get_cloud_masks(data, num_threads=threads)[0]
+    return s2cloudless_detector().get_cloud_masks(data, num_threads=threads)[0]
+
+
+def ukis_session_ms(common_names: Sequence[str | None], threads: int, device: str = "cpu",
+                    repeats: int = 3) -> float | None:
+    """What one ukis-csmask call spends building its ONNX session (inside its timed calls)."""
+    import onnxruntime
+    import ukis_csmask
+
+    order = ukis_band_order(common_names)
+    if isinstance(order, str):
+        return None
+    tag = "6b" if len(order[1]) == 6 else "4b"
+    path = Path(ukis_csmask.__file__).parent / f"model_{tag}_l1c.onnx"
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    times = [timed(lambda: onnxruntime.InferenceSession(
+        str(path), sess_options=so, providers=ukis_providers(device)))[0]
+        for _ in range(repeats)]
+    return 1000 * median(times)
 
 
 # =============================================================================================
