@@ -8,7 +8,9 @@ then spatially meaningful and not degenerate, which the determinism tests need.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,3 +103,16 @@ def pixelnet_ckpt(model_dir: Path) -> Path:
 def demo_desc() -> np.ndarray:
     """(6, 3) [min, centre, max] nm of the demo scene's bands."""
     return DEMO_WAVELENGTHS_NM.copy()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A real multi-process Dask cluster (2 workers, 1 thread each) for one test module."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
+        yield c

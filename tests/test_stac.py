@@ -43,18 +43,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> StacEnv:
     return stac_env(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def client() -> Any:
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                     dashboard_address=":0") as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
 def _source(env: StacEnv, collection: str, item: str, key: str) -> Any:
     return rasterio.open(env.catalog.asset_path(collection, item, key))
 

@@ -49,18 +49,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> StacEnv:
 
 
 @pytest.fixture(scope="module")
-def client() -> Any:
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                     dashboard_address=":0") as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def reference(env: StacEnv) -> np.ndarray:
     """The uninterrupted result: the accessor on the same COGs (the faulty collection's files
     are copies of these)."""

@@ -321,7 +321,7 @@ def cloudmask(
             "offset=-0.2 for Landsat C2 L2), or convert to 0-1 reflectance first"
         )
     if nodata is None:
-        nodata = _nodata_of(arr)
+        nodata = nodata_of(arr)
 
     values = arr.data
     if not isinstance(values, da.Array):
@@ -376,7 +376,7 @@ def _valid_lazy(prepared: da.Array, partial: Partial) -> da.Array:
     return finite.any(axis=1) if partial == "fill" else finite.all(axis=1)
 
 
-def _nodata_of(arr: xr.DataArray) -> float | None:
+def nodata_of(arr: xr.DataArray) -> float | None:
     """The nodata value rioxarray knows (attrs or encoding), if any."""
     try:
         value = arr.rio.nodata

@@ -517,16 +517,6 @@ def _resolution_of(arr: xr.DataArray) -> float | None:
     return res if np.isfinite(res) and res > 0 else None
 
 
-def _nodata_of(arr: xr.DataArray) -> float | None:
-    try:
-        value = arr.rio.nodata
-    except Exception:
-        value = None
-    if value is None:
-        value = arr.attrs.get("nodata", arr.attrs.get("_FillValue"))
-    return None if value is None else float(value)
-
-
 def _sensor_attr(arr: xr.DataArray) -> str | None:
     for key in ("platform", "constellation", "spacecraft_id", "sensor"):
         value = arr.attrs.get(key)
@@ -568,7 +558,7 @@ def patches_from_xarray(
     """
     import xarray as xr
 
-    from xsensei.api import spatial_dims
+    from xsensei.api import nodata_of, spatial_dims
     from xsensei.band_metadata import find_band_dim, resolve_bands
     from xsensei.radiometry import scale_from_metadata, to_model_units
 
@@ -583,7 +573,7 @@ def patches_from_xarray(
             "metadata so that patches hold reflectance"
         )
     if nodata is None:
-        nodata = _nodata_of(image)
+        nodata = nodata_of(image)
 
     lab = label.values if isinstance(label, xr.DataArray) else np.asarray(label)
     if lab.shape != (arr.sizes[ydim], arr.sizes[xdim]):
