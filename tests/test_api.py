@@ -339,7 +339,7 @@ def test_default_model_without_shipped_weights_says_so(scene):
 
     if "default" in packaged_models():
         pytest.skip("trained default weights ship now")
-    with pytest.raises(CheckpointError, match=r"no trained weights.*model="):
+    with pytest.raises(CheckpointError, match=r"no default model ships yet.*model=.*preview"):
         scene.sensei.cloudmask()
 
 

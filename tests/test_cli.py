@@ -95,8 +95,8 @@ def test_demo_as_a_subprocess(tmp_path):
     cube, png = out / "demo-mask.zarr", out / "demo-quicklook.png"
     assert f"zarr cube: {cube}" in proc.stdout
     assert f"quicklook: {png}" in proc.stdout
-    assert "NOTE: xsensei ships no trained weights yet" in proc.stderr
-    assert "NOT a cloud mask" in proc.stderr
+    assert "NOTE: no default model ships yet" in proc.stderr
+    assert "sensei-deeplab-preview" in proc.stderr
     assert "NOTE" not in proc.stdout
 
     ds = xr.open_zarr(cube, decode_coords="all")

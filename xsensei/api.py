@@ -53,8 +53,9 @@ def resolve_model(model: ModelArg) -> LoadedModel:
 
     if str(model) == DEFAULT_MODEL and DEFAULT_MODEL not in packaged_models():
         raise CheckpointError(
-            "xsensei ships no trained weights yet, so there is no default model: pass "
-            "model= a .safetensors checkpoint (xsensei.save_model) or a packaged model name "
+            "no default model ships yet (no trained weights meet its targets): pass "
+            "model= a packaged model name such as 'sensei-deeplab-preview' (see the model "
+            "card) or a .safetensors checkpoint (xsensei.save_model) "
             f"(available: {', '.join(sorted(packaged_models())) or 'none yet'})"
         )
     path = resolve_model_path(model).resolve()
