@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from xsensei.descriptors import encode_wavelengths
 from xsensei.engine import runtime
 from xsensei.engine.dask import BlockTask, Output, predict_dask, predict_numpy
+from xsensei.engine.output import spatial_dims
 from xsensei.engine.predict import Partial
 from xsensei.engine.tiling import Blend, WindowSpec
 from xsensei.errors import InputError
@@ -183,20 +184,6 @@ def cloudmask_numpy(
     return predict_numpy(values, task)
 
 
-
-
-SPATIAL_DIMS = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
-
-
-def spatial_dims(obj: xr.DataArray | xr.Dataset) -> tuple[str, str]:
-    """The (y, x) dim names, or an error that lists the dims found."""
-    for y, x in SPATIAL_DIMS:
-        if y in obj.dims and x in obj.dims:
-            return y, x
-    raise InputError(
-        f"no spatial dims found: dims are {tuple(obj.dims)}; expected ('y', 'x') (or lat/lon). "
-        "Rename them, e.g. da.rename({'rows': 'y', 'cols': 'x'})"
-    )
 
 
 def _as_band_array(data: xr.DataArray | xr.Dataset, resolved: Any, band_dim: str) -> xr.DataArray:

@@ -16,11 +16,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xsensei.engine import runtime
+from xsensei.engine.output import NODATA
 from xsensei.engine.predict import Partial, predict_block
 from xsensei.engine.tiling import WindowSpec
 
 Output = Literal["mask", "probability", "binary"]
-NODATA = 255
 
 #: Turns a raw ``(N, h, w)`` block into float32 model units with NaN where data are missing.
 Prepare = Callable[[NDArray[Any]], NDArray[np.float32]]

@@ -162,7 +162,8 @@ def spatial_dims(obj: xr.DataArray | xr.Dataset) -> tuple[str, str]:
     except Exception as err:  # rioxarray raises MissingSpatialDimensionError
         raise InputError(
             f"no spatial dims found: dims are {tuple(obj.dims)}; expected ('y', 'x') (or "
-            "lat/lon), or set them with obj.rio.set_spatial_dims(...)"
+            "lat/lon). Rename them, e.g. da.rename({'rows': 'y', 'cols': 'x'}), or set them "
+            "with obj.rio.set_spatial_dims(...)"
         ) from err
 
 

@@ -558,8 +558,9 @@ def patches_from_xarray(
     """
     import xarray as xr
 
-    from xsensei.api import nodata_of, spatial_dims
+    from xsensei.api import nodata_of
     from xsensei.band_metadata import find_band_dim, resolve_bands
+    from xsensei.engine.output import spatial_dims
     from xsensei.radiometry import scale_from_metadata, to_model_units
 
     ydim, xdim = spatial_dims(image)
