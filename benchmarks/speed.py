@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=C.cpu_count(),
                    help="torch / ONNX / LightGBM threads (default: all usable cores)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per batch (API default 8)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per batch (API default 4)")
     p.add_argument("--precision", default="auto",
                    help="auto (API default: fp32 on CPU, bf16 autocast on CUDA), fp32, bf16, fp16")
     p.add_argument("--dask-chunk", type=int, default=2048, help="Dask chunk side (default 2048)")

@@ -18,7 +18,6 @@ model, so the mask exercises the pipeline but is NOT a cloud mask.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -34,34 +33,20 @@ BBOX = [14.5542, 45.8673, 14.5620, 45.8727]  # inside the eo-learn scene, Sloven
 PERIOD = "2015-07-20/2015-09-30"
 
 
-def untrained_model(folder: Path) -> str:
-    import torch
-
-    from xsensei.nn.model import CloudMaskModel
-    from xsensei.weights.checkpoint import save_model
-
-    torch.manual_seed(0)
-    path = save_model(CloudMaskModel("pixelnet"), folder / "untrained-pixelnet.safetensors",
-                      name="untrained-preview", trained=False, overwrite=True,
-                      provenance={"data": "none: random initial weights, seed 0"})
-    print("NOTE: no trained weights ship yet; using a random model. Its mask is NOT a cloud "
-          "mask.", file=sys.stderr)
-    return str(path)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path,
                         default=Path(__file__).resolve().parents[1].parent / "shared")
     parser.add_argument("--out", type=Path, default=None, help="folder for catalog and cube")
-    parser.add_argument("--model", default=None, help="checkpoint (default: untrained demo)")
+    parser.add_argument("--model", default="default",
+                        help="packaged model name or checkpoint path (default: 'default')")
     parser.add_argument("--scheduler", default="local", help="'local', 'threads' or tcp://...")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="xsensei-stac-"))
     out.mkdir(parents=True, exist_ok=True)
 
     catalog = build_catalog(out / "catalog", args.shared)
-    model = args.model or untrained_model(out)
+    model = args.model
     with StacServer(catalog.catalog) as server:
         print(f"STAC API: {server.url}")
 

@@ -333,14 +333,16 @@ def test_missing_checkpoint_path(scene, tmp_path):
         xsensei.cloudmask(scene, model=path)
 
 
-def test_default_model_without_shipped_weights_says_so(scene):
-    """The default ``model=`` must not be reported as an 'unknown model' typed by the user."""
-    from xsensei.weights.checkpoint import packaged_models
+def test_default_and_fast_aliases_name_the_packaged_models():
+    """``model=`` defaults to "default"; both aliases resolve to shipped, trained weights."""
+    from xsensei.weights.checkpoint import packaged_models, read_metadata, resolve_model_path
 
-    if "default" in packaged_models():
-        pytest.skip("trained default weights ship now")
-    with pytest.raises(CheckpointError, match=r"no default model ships yet.*model=.*preview"):
-        scene.sensei.cloudmask()
+    shipped = packaged_models()
+    assert resolve_model_path("default") == shipped["sensei-deeplab"]
+    assert resolve_model_path("fast") == shipped["sensei-pixelnet"]
+    assert read_metadata(resolve_model_path("default"))["trained"] is True
+    with pytest.raises(CheckpointError, match=r"available: .*default.*fast"):
+        resolve_model_path("defualt")
 
 
 def test_non_spectral_band_dropped_with_one_warning(scene, pixelnet):

@@ -95,9 +95,7 @@ def test_demo_as_a_subprocess(tmp_path):
     cube, png = out / "demo-mask.zarr", out / "demo-quicklook.png"
     assert f"zarr cube: {cube}" in proc.stdout
     assert f"quicklook: {png}" in proc.stdout
-    assert "NOTE: no default model ships yet" in proc.stderr
-    assert "sensei-deeplab-preview" in proc.stderr
-    assert "NOTE" not in proc.stdout
+    assert "NOTE" not in proc.stdout + proc.stderr  # the shipped default model runs
 
     ds = xr.open_zarr(cube, decode_coords="all")
     mask = ds["cloud_mask"]
@@ -203,13 +201,3 @@ def test_mask_unknown_sensor_exits_2(geotiff, pixelnet_ckpt, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_mask_without_model_and_no_shipped_weights_exits_2(geotiff, tmp_path, capsys):
-    from xsensei.weights.checkpoint import packaged_models
-
-    if "default" in packaged_models():
-        pytest.skip("trained default weights ship now")
-    out = tmp_path / "never.zarr"
-    assert main(["mask", str(geotiff), str(out), "--sensor", "landsat-8", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("xsensei mask: error: ") and "Traceback" not in err
-    assert not out.exists()

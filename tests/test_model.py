@@ -29,7 +29,7 @@ def _inputs(n: int = 6, size: int = 64, batch: int = 2, seed: int = 0):
 
 
 def test_pixelnet_is_tiny_and_per_pixel() -> None:
-    net = PixelNet(64, 4)
+    net = PixelNet(64, 4).eval()
     assert 1000 < sum(p.numel() for p in net.parameters()) < 1600
     x = torch.randn(1, 64, 9, 9)
     full = net(x)
@@ -61,10 +61,21 @@ def test_any_module_taking_64_channels_works() -> None:
         model.config()
 
 
-def test_fast_path_matches_full_forward() -> None:
-    model = CloudMaskModel("deeplabv3plus").eval()
+@pytest.mark.parametrize("segmenter", ["deeplabv3plus", "pixelnet"])
+def test_fast_path_matches_full_forward(segmenter: str) -> None:
+    torch.manual_seed(0)
+    model = CloudMaskModel(segmenter)
+    if segmenter == "pixelnet":  # non-trivial batch-norm statistics, then eval
+        norm = model.segmenter.net[0]
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.01, 0.2)
+        norm.weight.data.uniform_(0.5, 2.0)
+        norm.bias.data.uniform_(-1.0, 1.0)
+    model.eval()
     values, desc = _inputs(batch=2)
     fast = model.for_bands(desc[0])
+    if segmenter == "pixelnet":  # SEnSeI, batch norm and first conv fused into one N -> 16 conv
+        assert fast[0].weight.shape == (16, desc.shape[1], 1, 1)
     with torch.no_grad():
         full = model(values, desc)
         quick = fast(values)

@@ -50,14 +50,18 @@ def resolve_model(model: ModelArg) -> LoadedModel:
         inference = dict(meta.get("inference", {}))
         return LoadedModel(ref, model.classes, inference, model.segmenter_name)
     from xsensei.errors import CheckpointError
-    from xsensei.weights.checkpoint import packaged_models, read_metadata, resolve_model_path
+    from xsensei.weights.checkpoint import (
+        MODEL_ALIASES,
+        packaged_models,
+        read_metadata,
+        resolve_model_path,
+    )
 
-    if str(model) == DEFAULT_MODEL and DEFAULT_MODEL not in packaged_models():
+    if str(model) in MODEL_ALIASES and MODEL_ALIASES[str(model)] not in packaged_models():
         raise CheckpointError(
-            "no default model ships yet (no trained weights meet its targets): pass "
-            "model= a packaged model name such as 'sensei-deeplab-preview' (see the model "
-            "card) or a .safetensors checkpoint (xsensei.save_model) "
-            f"(available: {', '.join(sorted(packaged_models())) or 'none yet'})"
+            f"model={model!r} means the packaged {MODEL_ALIASES[str(model)]!r} weights, which "
+            "this installation lacks (a source tree without them?): reinstall xsensei, or pass "
+            "a .safetensors checkpoint written by xsensei.save_model"
         )
     path = resolve_model_path(model).resolve()
     meta = read_metadata(path)
@@ -251,7 +255,7 @@ def cloudmask(
     resolution: float | None = None,
     device: str = "auto",
     precision: str = "auto",
-    batch_size: int = 8,
+    batch_size: int = 4,
     window: int | None = None,
     overlap: int | None = None,
     blend: Blend = "cosine",

@@ -14,36 +14,6 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-PREVIEW_MODEL = "sensei-deeplab-preview"
-
-
-def _model_for_demo(name: str, out_dir: Path) -> tuple[Any, str | None]:
-    """The requested model; without a shipped default, the preview (or an untrained one)."""
-    from xsensei.weights.checkpoint import packaged_models
-
-    shipped = packaged_models()
-    if name != "default" or "default" in shipped:
-        return name, None
-    if PREVIEW_MODEL in shipped:
-        return PREVIEW_MODEL, (
-            f"NOTE: no default model ships yet; this demo uses the packaged preview weights "
-            f"'{PREVIEW_MODEL}' (trained on synthetic scenes only; scores in the model card)."
-        )
-    import torch
-
-    from xsensei.nn.model import CloudMaskModel
-    from xsensei.weights.checkpoint import save_model
-
-    torch.manual_seed(0)
-    path = out_dir / "untrained-preview.safetensors"
-    save_model(CloudMaskModel("deeplabv3plus"), path, name="untrained-preview", overwrite=True,
-               trained=False, provenance={"data": "none: random initial weights, seed 0"})
-    return str(path), (
-        "NOTE: xsensei ships no trained weights; this demo runs a randomly initialised model to "
-        "exercise the whole pipeline. Its mask is NOT a cloud mask."
-    )
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """Mask the embedded sample scene, write a zarr cube and a PNG quicklook."""
     import xsensei
@@ -52,9 +22,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model, note = _model_for_demo(args.model, out)
-    if note:
-        print(note, file=sys.stderr)
+    model = args.model
     scene = demo_scene(size=args.size).chunk({"y": args.chunks, "x": args.chunks})
     mask = scene.sensei.cloudmask(model=model, device=args.device)
     cube = out / "demo-mask.zarr"

@@ -103,7 +103,7 @@ def stac_to_zarr(
     model_resolution: float | None = None,
     device: str = "auto",
     torch_threads: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = 4,
     scheduler: Any = None,
     n_workers: int | None = None,
     threads_per_worker: int = 1,

@@ -39,7 +39,7 @@ class BlockTask:
     prepare: Prepare
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 8
+    batch_size: int = 4
     partial: Partial = "fill"
     torch_threads: int | None = None
 
@@ -145,6 +145,8 @@ def _block(
             partial=task.partial,
         )
         outs.append(probabilities_to_output(probs, task))
+    del values, probs
+    runtime.release_memory()
     return np.stack(outs)
 
 

@@ -64,7 +64,7 @@ def predict_block(
     classes: int,
     spec: WindowSpec,
     *,
-    batch_size: int = 8,
+    batch_size: int = 4,
     partial: Partial = "fill",
 ) -> NDArray[np.float32]:
     """Probabilities ``(classes, core_h, core_w)`` for the ``core`` region of a scene.
@@ -146,7 +146,7 @@ def predict_scene(
     classes: int,
     spec: WindowSpec,
     *,
-    batch_size: int = 8,
+    batch_size: int = 4,
     partial: Partial = "fill",
 ) -> NDArray[np.float32]:
     """Whole-scene numpy path: ``(N, H, W)`` model units -> ``(classes, H, W)`` probabilities."""

@@ -6,6 +6,7 @@ model once (lock-guarded) and keeps the band-set-specialised version for reuse.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,52 @@ def register_memory_model(model: CloudMaskModel) -> ModelRef:
     return ModelRef(None, key, meta.get("name", "custom"), str(meta.get("version", "0")))
 
 
+_MALLOC_TUNED = False
+
+
+@functools.cache
+def _glibc() -> Any:
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name or "libc.so.6")
+        return lib if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim") else None
+    except OSError:  # musl or an unusual libc: leave the allocator alone
+        return None
+
+
+def tune_malloc() -> None:
+    """Stop glibc from keeping freed model activations in its heaps (Linux only, once).
+
+    glibc raises its mmap threshold after each large free (up to 32 MB), so the 10-100 MB
+    activation buffers of later windows land in per-thread heaps that rarely shrink: a
+    streamed job's RSS then grows with the number of chunks. A fixed threshold keeps large
+    buffers in mmap, returned to the system on free. Set ``XSENSEI_TUNE_MALLOC=0`` to opt out.
+    """
+    global _MALLOC_TUNED
+    import os
+
+    if _MALLOC_TUNED or os.environ.get("XSENSEI_TUNE_MALLOC", "1") == "0":
+        return
+    _MALLOC_TUNED = True
+    lib = _glibc()
+    if lib is not None:
+        lib.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB (fixed: no dynamic growth)
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system after a block (glibc ``malloc_trim``)."""
+    if _MALLOC_TUNED:
+        lib = _glibc()
+        if lib is not None:
+            lib.malloc_trim(0)
+
+
 def get_model(ref: ModelRef, device: torch.device) -> CloudMaskModel:
     """The model for ``ref`` on ``device``, loaded at most once per process."""
     global LOAD_COUNT
@@ -103,6 +150,7 @@ def get_runner(
     precision: str,
 ) -> torch.nn.Module:
     """The band-set-specialised model (SEnSeI folded into a 1x1 conv), cached per process."""
+    tune_malloc()
     key = (ref.digest, descriptors.tobytes(), descriptors.shape, str(device), precision)
     runner = _RUNNERS.get(key)
     if runner is None:

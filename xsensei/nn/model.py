@@ -80,6 +80,9 @@ class CloudMaskModel(nn.Module):
             raise ValueError(f"descriptors must be (N, 3), got {tuple(descriptors.shape)}")
         with torch.no_grad():
             conv = self.sensei.to_conv1x1(descriptors)
+        fuse = getattr(self.segmenter, "fused_with", None)
+        if fuse is not None:  # PixelNet: SEnSeI, batch norm and first conv in one (eval mode)
+            return fuse(conv)
         return nn.Sequential(conv, self.segmenter).eval()
 
     def config(self) -> dict[str, Any]:

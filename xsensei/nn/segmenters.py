@@ -15,8 +15,11 @@ from torch import nn
 class PixelNet(nn.Module):
     """The paper's tiny per-pixel network: 1x1 convolutions only, no spatial context.
 
-    With 64 input channels and the default hidden width of 16 it has about 1.2k parameters,
-    which makes it the fast option when speed matters more than edges and thin cloud.
+    With 64 input channels and the default hidden width of 16 it has about 1.5k parameters,
+    which makes it the fast option when speed matters more than edges and thin cloud. The input
+    batch norm matters: SEnSeI's channels have standard deviations of ~0.1 around offsets of
+    ~0.15, and without it the net sat at the majority class for thousands of steps. In eval mode
+    it is a per-channel affine map, as cheap as the convolutions.
     """
 
     def __init__(self, in_channels: int = 64, classes: int = 4, hidden: int = 16) -> None:
@@ -25,6 +28,7 @@ class PixelNet(nn.Module):
         self.classes = classes
         self.hidden = hidden
         self.net = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
             nn.Conv2d(in_channels, hidden, 1),
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 1),
@@ -34,6 +38,28 @@ class PixelNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def fused_with(self, conv: nn.Conv2d) -> nn.Sequential:
+        """This net (eval mode) after the 1x1 ``conv``, with every linear step merged.
+
+        ``conv`` (folded SEnSeI, N -> 64), the batch norm and the first 1x1 convolution are all
+        affine with nothing in between, so they collapse into one ``Conv2d(N, hidden, 1)``:
+        per pixel ~N x hidden multiply-adds instead of ~64 x (N + hidden), the same result up
+        to float rounding.
+        """
+        norm, first = self.net[0], self.net[1]
+        assert isinstance(norm, nn.BatchNorm2d) and isinstance(first, nn.Conv2d)
+        assert norm.running_var is not None and norm.running_mean is not None
+        with torch.no_grad():
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # (64,)
+            shift = norm.bias - norm.running_mean * scale
+            w1 = first.weight[:, :, 0, 0] * scale[None]  # (hidden, 64)
+            b1 = first.bias + first.weight[:, :, 0, 0] @ shift
+            w0, b0 = conv.weight[:, :, 0, 0], conv.bias  # (64, N), (64,)
+            fused = nn.Conv2d(w0.shape[1], w1.shape[0], 1).to(device=w0.device, dtype=w0.dtype)
+            fused.weight.copy_((w1 @ w0)[:, :, None, None])
+            fused.bias.copy_(w1 @ b0 + b1)
+        return nn.Sequential(fused, *list(self.net)[2:]).eval()
 
 
 def deeplabv3plus(

@@ -115,7 +115,9 @@ class TrainConfig:
 
     Model: ``segmenter`` ("deeplabv3plus" | "pixelnet") with ``segmenter_kwargs`` (e.g.
     ``{"encoder_output_stride": 16}``), ``classes``, ``sensei`` (:class:`SEnSeIConfig`
-    overrides) and ``init_sensei`` (path of a pre-trained SEnSeI, fine-tuned here, not frozen).
+    overrides) and ``init_sensei`` (path of a pre-trained SEnSeI, fine-tuned here, not frozen)
+    or ``init_model`` (a whole trained model, packaged name or checkpoint path, to fine-tune:
+    its architecture and classes must match the recipe's).
 
     Data: ``crop`` px square samples from ``synthetic`` (:class:`SyntheticConfig` overrides;
     ``size`` defaults to ``crop``) scenes of generator seed ``synthetic_seed``; band sets from
@@ -144,6 +146,7 @@ class TrainConfig:
     classes: tuple[str, ...] = CLASSES_4
     sensei: Mapping[str, Any] = field(default_factory=dict)
     init_sensei: str | None = None
+    init_model: str | None = None
     # data
     crop: int = 128
     batch: int = 8
@@ -210,6 +213,9 @@ class TrainConfig:
             raise ValueError(f"segmenter must be one of {sorted(SEGMENTERS)}, got "
                              f"{self.segmenter!r}")
         check_classes(self.classes)
+        if self.init_sensei and self.init_model:
+            raise ValueError("give init_sensei or init_model, not both: init_model already "
+                             "holds a SEnSeI")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
@@ -771,9 +777,29 @@ def _prepare_dir(out: Path, config: TrainConfig, resume: bool, overwrite: bool
     return config
 
 
+def _init_from_model(config: TrainConfig) -> CloudMaskModel:
+    from xsensei.weights.checkpoint import load_model
+
+    model = load_model(config.init_model)  # type: ignore[arg-type]
+    have = model.config()
+    want = {
+        "sensei": {**have["sensei"], **config.sensei},
+        "segmenter": {"name": config.segmenter, "kwargs": dict(config.segmenter_kwargs)},
+        "classes": list(config.classes),
+    }
+    if _plain(have) != _plain(want):
+        raise ValueError(
+            f"init_model {config.init_model} is {have}, but the recipe asks for {want}: "
+            "fine-tuning needs the same architecture and classes"
+        )
+    return model.train()
+
+
 def _build_model(config: TrainConfig) -> CloudMaskModel:
     from xsensei.nn.sensei import SEnSeI, SEnSeIConfig
 
+    if config.init_model:
+        return _init_from_model(config)
     if config.init_sensei:
         from xsensei.training.pretrain import load_pretrained_sensei
 
@@ -918,6 +944,11 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
                                                   "samples_seen", "val_loss", "train_seconds",
                                                   "hardware")},
         }
+    if config.init_model:
+        from xsensei.weights.checkpoint import resolve_model_path
+
+        path = resolve_model_path(config.init_model)
+        init = {"model": str(config.init_model), "sha256": _file_digest(path)}
     valsets = build_validation(config)
     data = _training_data(config)
     batches = _batches(data, config, step)

@@ -83,6 +83,7 @@ def save_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    os.chmod(tmp, 0o644)  # safetensors creates files owner-only; checkpoints are meant to share
     os.replace(tmp, path)
     return path
 
@@ -151,6 +152,10 @@ def load_checkpoint(
     return model, meta
 
 
+#: Short names for packaged models: ``"default"`` is what ``model=`` means when not given.
+MODEL_ALIASES: dict[str, str] = {"default": "sensei-deeplab", "fast": "sensei-pixelnet"}
+
+
 def packaged_models() -> dict[str, Path]:
     """Names of the weights shipped inside the package, mapped to their files."""
     root = resources.files("xsensei.weights")
@@ -165,6 +170,7 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     """A packaged model name, or a path to a checkpoint file."""
     shipped = packaged_models()
     key = str(name_or_path)
+    key = MODEL_ALIASES.get(key, key) if MODEL_ALIASES.get(key) in shipped else key
     if key in shipped:
         return shipped[key]
     path = Path(name_or_path).expanduser()
@@ -172,7 +178,8 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
         if not path.is_file():
             raise CheckpointError(f"no checkpoint file at {path}")
         return path
-    available = ", ".join(sorted(shipped)) or "none yet"
+    aliases = [a for a, target in MODEL_ALIASES.items() if target in shipped]
+    available = ", ".join(sorted(shipped) + aliases) or "none yet"
     raise CheckpointError(
         f"unknown model {key!r}: not a packaged model (available: {available}) and not a "
         "file path. Pass a path to a .safetensors checkpoint written by xsensei.save_model"
