@@ -1,4 +1,4 @@
-"""Shared fixtures: small seeded models saved as checkpoints (no trained weights ship yet).
+"""Shared fixtures: small seeded models saved as checkpoints, independent of the shipped weights.
 
 An untrained model outputs near-uniform probabilities, so its argmax is decided by noise. The
 fixture models get their final 1x1 layer fitted (on frozen random features) to a simple rule on
@@ -49,20 +49,33 @@ def _fit_head(model: CloudMaskModel, head: nn.Conv2d, pool: int, steps: int = 15
         torch.set_num_threads(threads)
 
 
+def _desc_variants() -> list[np.ndarray]:
+    """The demo bands and wider / narrower versions of them (stackstac's centre +- FWHM / 2
+    differs from the catalogue's edges): a head fitted on all of them is not thrown by a few nm."""
+    centre = DEMO_WAVELENGTHS_NM[:, 1:2]
+    half = (DEMO_WAVELENGTHS_NM[:, 2:3] - DEMO_WAVELENGTHS_NM[:, 0:1]) / 2
+    out = [DEMO_WAVELENGTHS_NM]
+    for f in (0.5, 1.5, 2.5):
+        out.append(np.concatenate([centre - f * half, centre, centre + f * half], axis=1))
+    return out
+
+
 def _fit(model: CloudMaskModel, head: nn.Conv2d, pool: int, steps: int) -> None:
     scene = demo_scene(128, seed=1).values
-    desc = torch.as_tensor(encode_wavelengths(DEMO_WAVELENGTHS_NM), dtype=torch.float32)
-    runner = model.for_bands(desc)
     feats: dict[str, torch.Tensor] = {}
     hook = head.register_forward_hook(lambda m, i, o: feats.__setitem__("x", i[0].detach()))
-    with torch.no_grad():
-        runner(torch.from_numpy(scene)[None])
+    xs = []
+    for wl in _desc_variants():
+        desc = torch.as_tensor(encode_wavelengths(wl), dtype=torch.float32)
+        with torch.no_grad():
+            model.for_bands(desc)(torch.from_numpy(scene)[None])
+        xs.append(feats["x"])
     hook.remove()
-    x = feats["x"]
+    x = torch.cat(xs)
     mu = x.mean((0, 2, 3), keepdim=True)
     sd = x.std((0, 2, 3), keepdim=True)
     sd = sd.clamp_min(1e-2 * float(sd.max()))
-    labels = _rule_labels(scene, pool)[None]
+    labels = _rule_labels(scene, pool)[None].expand(len(xs), -1, -1)
     lin = nn.Conv2d(x.shape[1], head.out_channels, 1)
     opt = torch.optim.Adam(lin.parameters(), lr=0.05)
     z = (x - mu) / sd
@@ -95,7 +108,7 @@ def pixelnet_ckpt(model_dir: Path) -> Path:
     """Per-pixel (PixelNet) fixture model, as a checkpoint path."""
     torch.manual_seed(0)
     model = CloudMaskModel("pixelnet").eval()
-    _fit_head(model, model.segmenter.net[4], pool=1)
+    _fit_head(model, model.segmenter.net[-1], pool=1)
     return save_model(model, model_dir / "pixelnet.safetensors")
 
 

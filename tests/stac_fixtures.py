@@ -211,7 +211,7 @@ def fit_pixelnet(path: Path) -> Path:
 
     torch.manual_seed(0)
     model = CloudMaskModel("pixelnet").eval()
-    head: nn.Conv2d = model.segmenter.net[4]
+    head: nn.Conv2d = model.segmenter.net[-1]
     feats, labels = [], []
     for values, desc in _model_inputs():
         enc = torch.as_tensor(encode_wavelengths(desc), dtype=torch.float32)

@@ -161,11 +161,11 @@ def test_building_the_graph_runs_no_model(demo_desc) -> None:
         -(
             -len(window_starts(y, y + 128, 256, spec))
             * len(window_starts(x, x + 128, 256, spec))
-            // 8
-        )  # batches of 8 windows per chunk
+            // 4
+        )  # batches of 4 windows (the default batch_size) per chunk
         for y, x in itertools.product((0, 128), repeat=2)
     )
-    assert expected == 8  # 9 windows per chunk
+    assert expected == 12  # 9 windows per chunk: 3 batches
     assert segmenter.calls == expected
     assert np.isin(out.values, [0, 1, 2, 3]).all()
 

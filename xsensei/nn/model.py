@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xsensei.nn.segmenters import build_segmenter
+from xsensei.nn.segmenters import PixelNet, build_segmenter
 from xsensei.nn.sensei import SEnSeI, SEnSeIConfig
 
 #: Class sets the library knows how to turn into flag values (see ``CLASS_FLAG_VALUES``).
@@ -80,9 +80,11 @@ class CloudMaskModel(nn.Module):
             raise ValueError(f"descriptors must be (N, 3), got {tuple(descriptors.shape)}")
         with torch.no_grad():
             conv = self.sensei.to_conv1x1(descriptors)
-        fuse = getattr(self.segmenter, "fused_with", None)
-        if fuse is not None:  # PixelNet: SEnSeI, batch norm and first conv in one (eval mode)
-            return fuse(conv)
+        seg = self.segmenter
+        # PixelNet (not a subclass with its own forward): SEnSeI, batch norm and first conv
+        # merge into one convolution (eval mode)
+        if isinstance(seg, PixelNet) and type(seg).forward is PixelNet.forward:
+            return seg.fused_with(conv)
         return nn.Sequential(conv, self.segmenter).eval()
 
     def config(self) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""Markdown tables for the docs, from the JSON files the benchmarks wrote.
+
+``python -m benchmarks.report [FILE.json ...]`` (default: the newest speed, memory and accuracy
+files in ``benchmarks/results``). ``docs/benchmarks.md`` quotes this output, so every number in
+the docs can be traced to one file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SPEED_METHODS = ("numpy", "dask", "fast", "bare", "ukis", "s2cloudless")
+
+
+def _num(value: Any, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _source(path: Path, data: dict[str, Any]) -> str:
+    m = data["machine"]
+    return (f"Source: `benchmarks/results/{path.name}` ({m['date_utc'][:16]} UTC, {m['cpu']}, "
+            f"{m['cpus_usable']} cores, {m.get('device', 'cpu')}, commit "
+            f"`{m['git_commit'][:8]}`{' + local changes' if m.get('git_dirty') else ''}; load "
+            f"average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end).")
+
+
+def _targets(data: dict[str, Any]) -> list[str]:
+    out = []
+    for t in data.get("targets", []):
+        verdict = {True: "met", False: "**missed**", None: "not measured"}[t["pass"]]
+        out.append(f"- {t['text']}: {t['shown']} ({verdict})")
+    return out
+
+
+def speed(path: Path, data: dict[str, Any]) -> list[str]:
+    labels = {r["method"]: r["label"] for r in data["rows"]}
+    keys = list(data["configs"])
+    lines = ["| method | " + " | ".join(k.replace("x", "² x ") + " bands" for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    for m in SPEED_METHODS:
+        cells = []
+        for k in keys:
+            c = data["configs"][k]
+            ms, sp = c["ms_per_mp"].get(m), c["speedup_vs_ukis"].get(m)
+            cells.append("-" if ms is None else
+                         f"{ms:,.0f}" + ("" if sp is None or m == "ukis" else f" ({sp:.2f}x)"))
+        lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+    return ["Median ms per megapixel (speed-up vs ukis-csmask in brackets):", "", *lines, "",
+            *_targets(data), "", _source(path, data)]
+
+
+def memory(path: Path, data: dict[str, Any]) -> list[str]:
+    lines = ["| scene (6 bands, chunks 1024) | peak RSS | RSS before computing | wall time |",
+             "|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['size']}² | {r['peak_rss_mb']:,.0f} MB | "
+                     f"{r['rss_before_compute_mb']:,.0f} MB | {r['wall_s']:.0f} s |")
+    job = data.get("job")
+    return [*lines, "", f"Job: {job}." if job else "", *_targets(data), "",
+            _source(path, data)]
+
+
+def accuracy(path: Path, data: dict[str, Any]) -> list[str]:
+    lines = ["| scene | labels | model | bands | OA | BA | precision | recall | F1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        if "skipped" in r:
+            continue
+        lines.append(f"| {r['file'].removesuffix('.npz')} | {r['labels']} | {r['model']} | "
+                     f"{r['bands']} | " + " | ".join(_num(r[k], ".1f") for k in
+                                                      ("OA", "BA", "precision", "recall", "F1"))
+                     + " |")
+    return [*lines, "", *_targets(data), "", _source(path, data)]
+
+
+def newest(kind: str) -> Path | None:
+    files = sorted(RESULTS.glob(f"{kind}*.json"), key=lambda p: p.name.rsplit("-", 1)[-1])
+    return files[-1] if files else None
+
+
+def render(path: Path) -> str:
+    data = json.loads(path.read_text())
+    kind = data["benchmark"]
+    body = {"speed": speed, "memory": memory, "accuracy": accuracy}[kind](path, data)
+    return "\n".join([f"### {kind}", "", *body, ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="*", type=Path)
+    args = p.parse_args(argv)
+    files = args.files or [f for f in map(newest, ("speed", "memory", "accuracy")) if f]
+    for f in files:
+        print(render(f))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
