@@ -32,7 +32,9 @@ def _targets(data: dict[str, Any]) -> list[str]:
     out = []
     for t in data.get("targets", []):
         verdict = {True: "met", False: "**missed**", None: "not measured"}[t["pass"]]
-        out.append(f"- {t['text']}: {t['shown']} ({verdict})")
+        exact = t.get("measured")
+        shown = t["shown"] + (f" (= {exact:.4f})" if isinstance(exact, float) else "")
+        out.append(f"- {t['text']}: {shown} ({verdict})")
     return out
 
 

@@ -67,8 +67,8 @@ def _fit(model: CloudMaskModel, head: nn.Conv2d, pool: int, steps: int) -> None:
     xs = []
     for wl in _desc_variants():
         desc = torch.as_tensor(encode_wavelengths(wl), dtype=torch.float32)
-        with torch.no_grad():
-            model.for_bands(desc)(torch.from_numpy(scene)[None])
+        with torch.no_grad():  # the full forward: for_bands may fuse the head away
+            model(torch.from_numpy(scene)[None], desc[None])
         xs.append(feats["x"])
     hook.remove()
     x = torch.cat(xs)

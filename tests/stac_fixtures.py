@@ -215,15 +215,14 @@ def fit_pixelnet(path: Path) -> Path:
     feats, labels = [], []
     for values, desc in _model_inputs():
         enc = torch.as_tensor(encode_wavelengths(desc), dtype=torch.float32)
-        runner = model.for_bands(enc)
         got: dict[str, Any] = {}
 
         def keep(module: nn.Module, inputs: Any, output: Any, got: dict[str, Any] = got) -> None:
             got["x"] = inputs[0].detach()
 
         hook = head.register_forward_hook(keep)
-        with torch.no_grad():
-            runner(torch.from_numpy(values)[None])
+        with torch.no_grad():  # the full forward: for_bands fuses PixelNet's layers away
+            model(torch.from_numpy(values)[None], enc[None])
         hook.remove()
         feats.append(got["x"][0].reshape(got["x"].shape[1], -1).T.double().numpy())
         reflective = values[desc[:, 1] < 3000].mean(0).reshape(-1)

@@ -74,8 +74,8 @@ def test_fast_path_matches_full_forward(segmenter: str) -> None:
     model.eval()
     values, desc = _inputs(batch=2)
     fast = model.for_bands(desc[0])
-    if segmenter == "pixelnet":  # SEnSeI, batch norm and first conv fused into one N -> 16 conv
-        assert fast[0].weight.shape == (16, desc.shape[1], 1, 1)
+    if segmenter == "pixelnet":  # SEnSeI, batch norm and first conv fused into one N x 16 matrix
+        assert fast.weights[0].shape == (desc.shape[1], 16)
     with torch.no_grad():
         full = model(values, desc)
         quick = fast(values)

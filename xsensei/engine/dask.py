@@ -56,12 +56,28 @@ class BlockTask:
         return lambda batch: runtime.run_batch(module, batch, device, self.precision, multiple)
 
 
+def first_argmax(probs: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """``np.argmax(probs, axis=0)`` (first maximum wins, NaN never wins) for a few classes.
+
+    One pass per class over contiguous planes: several times faster than ``np.argmax`` over
+    the leading axis of a ``(C, H, W)`` array, which numpy transposes first.
+    """
+    best = np.zeros(probs.shape[1:], dtype=np.uint8)
+    top = probs[0].copy()
+    top[~np.isfinite(top)] = -np.inf
+    for c in range(1, probs.shape[0]):
+        better = np.greater(probs[c], top)
+        np.copyto(best, np.uint8(c), where=better)
+        np.copyto(top, probs[c], where=better)
+    return best
+
+
 def probabilities_to_output(probs: NDArray[np.float32], task: BlockTask) -> NDArray[Any]:
     """``(C, h, w)`` probabilities -> the requested output for one time step."""
     if task.output == "probability":
         return probs
     nodata = ~np.isfinite(probs[0])
-    best = np.argmax(np.where(nodata[None], 0, probs), axis=0)
+    best = first_argmax(probs)
     if task.output == "mask":
         lut = np.asarray(task.class_values, dtype=np.uint8)
     else:

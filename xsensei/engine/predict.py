@@ -79,13 +79,11 @@ def predict_block(
     h, w = cy1 - cy0, cx1 - cx0
     core_vals = block[:, cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
     valid = valid_pixels(core_vals, partial)
-    out = np.full((classes, h, w), np.nan, dtype=np.float32)
     if not valid.any():
-        return out
+        return np.full((classes, h, w), np.nan, dtype=np.float32)
     if spec.size is None:
         probs = runner(fill_missing_pixelwise(core_vals)[None])[0]
-        out[:, valid] = probs[:, valid]
-        return out
+        return np.where(valid[None], probs, np.float32(np.nan)).astype(np.float32, copy=False)
 
     size = spec.size
     need = (cy0 - size + 1 - oy, cy1 + size - 1 - oy, cx0 - size + 1 - ox, cx1 + size - 1 - ox)
@@ -128,8 +126,7 @@ def predict_block(
         flush()
     with np.errstate(invalid="ignore", divide="ignore"):
         blended = (acc / wsum).astype(np.float32)
-    out[:, valid] = blended[:, valid]
-    return out
+    return np.where(valid[None], blended, np.float32(np.nan))
 
 
 def pad_scene(values: NDArray[np.float32], halo: int) -> NDArray[np.float32]:

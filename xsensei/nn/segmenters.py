@@ -12,6 +12,40 @@ import torch
 from torch import nn
 
 
+class PixelMLP(nn.Module):
+    """Per-pixel layers as matrix products over pixel tiles: ``(B, N, H, W)`` -> logits.
+
+    Equal to a stack of 1x1 convolutions with ReLU between them, but run as ``addmm`` on
+    ``(pixels, channels)`` tiles small enough to stay in the CPU cache, which on a CPU is
+    several times faster than convolution kernels for a handful of channels.
+    """
+
+    #: Pixels per tile: 32k pixels x 16 channels x 4 B = 2 MB of activations.
+    tile = 32768
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList(nn.Parameter(w.t().contiguous(), requires_grad=False)
+                                        for w in weights)  # stored (in, out)
+        self.biases = nn.ParameterList(nn.Parameter(b.clone(), requires_grad=False)
+                                       for b in biases)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, h, w = x.shape
+        flat = x.permute(0, 2, 3, 1).reshape(-1, n)  # (pixels, bands), one copy
+        classes = self.weights[-1].shape[1]
+        out = torch.empty(flat.shape[0], classes, dtype=x.dtype, device=x.device)
+        last = len(self.weights) - 1
+        for start in range(0, flat.shape[0], self.tile):
+            z = flat[start : start + self.tile]
+            for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+                z = torch.addmm(bias, z, weight)
+                if i < last:
+                    z = z.relu_()
+            out[start : start + self.tile] = z
+        return out.reshape(b, h, w, classes).permute(0, 3, 1, 2).contiguous()
+
+
 class PixelNet(nn.Module):
     """The paper's tiny per-pixel network: 1x1 convolutions only, no spatial context.
 
@@ -39,13 +73,13 @@ class PixelNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def fused_with(self, conv: nn.Conv2d) -> nn.Sequential:
-        """This net (eval mode) after the 1x1 ``conv``, with every linear step merged.
+    def fused_with(self, conv: nn.Conv2d) -> PixelMLP:
+        """This net (eval mode) after the 1x1 ``conv``, merged into one :class:`PixelMLP`.
 
         ``conv`` (folded SEnSeI, N -> 64), the batch norm and the first 1x1 convolution are all
-        affine with nothing in between, so they collapse into one ``Conv2d(N, hidden, 1)``:
-        per pixel ~N x hidden multiply-adds instead of ~64 x (N + hidden), the same result up
-        to float rounding.
+        affine with nothing in between, so they collapse into one ``(N, hidden)`` matrix: per
+        pixel ~N x hidden multiply-adds instead of ~64 x (N + hidden), the same result up to
+        float rounding.
         """
         norm, first = self.net[0], self.net[1]
         assert isinstance(norm, nn.BatchNorm2d) and isinstance(first, nn.Conv2d)
@@ -56,10 +90,15 @@ class PixelNet(nn.Module):
             w1 = first.weight[:, :, 0, 0] * scale[None]  # (hidden, 64)
             b1 = first.bias + first.weight[:, :, 0, 0] @ shift
             w0, b0 = conv.weight[:, :, 0, 0], conv.bias  # (64, N), (64,)
-            fused = nn.Conv2d(w0.shape[1], w1.shape[0], 1).to(device=w0.device, dtype=w0.dtype)
-            fused.weight.copy_((w1 @ w0)[:, :, None, None])
-            fused.bias.copy_(w1 @ b0 + b1)
-        return nn.Sequential(fused, *list(self.net)[2:]).eval()
+            weights = [w1 @ w0]
+            biases = [w1 @ b0 + b1]
+            for layer in list(self.net)[2:]:
+                if isinstance(layer, nn.Conv2d):
+                    weights.append(layer.weight[:, :, 0, 0])
+                    biases.append(layer.bias)
+                else:
+                    assert isinstance(layer, nn.ReLU)
+        return PixelMLP(weights, biases).eval()
 
 
 def deeplabv3plus(
