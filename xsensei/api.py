@@ -114,7 +114,7 @@ def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None
     if resolved is not None:
         refl = [k != "thermal" for k in resolved.kinds]
         values = values[np.asarray(refl)]
-    if values.shape[-1] * values.shape[-2] > 1 << 18:
+    if values.shape[-1] * values.shape[-2] >= 1 << 16:
         # a regular 1-in-16 sample: the same verdict on a large block, ~10x less work
         values = values[..., ::4, ::4]
     finite = values[np.isfinite(values)]
