@@ -50,8 +50,11 @@ def speed(path: Path, data: dict[str, Any]) -> list[str]:
             ms, sp = c["ms_per_mp"].get(m), c["speedup_vs_ukis"].get(m)
             cells.append("-" if ms is None else
                          f"{ms:,.0f}" + ("" if sp is None or m == "ukis" else f" ({sp:.2f}x)"))
-        lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
-    return ["Median ms per megapixel (speed-up vs ukis-csmask in brackets):", "", *lines, "",
+        if any(c != "-" for c in cells):
+            lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+    rounds = data["settings"].get("repeats")
+    what = "one timed round" if rounds == 1 else f"median of {rounds} timed rounds"
+    return [f"ms per megapixel, {what} (speed-up vs ukis-csmask in brackets):", "", *lines, "",
             *_targets(data), "", _source(path, data)]
 
 
