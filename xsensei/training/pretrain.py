@@ -57,6 +57,7 @@ from xsensei.nn.heads import (
     sample_validation_batch,
 )
 from xsensei.nn.sensei import SEnSeI, SEnSeIConfig
+from xsensei.training._config import JsonConfig
 from xsensei.weights.checkpoint import METADATA_KEY, tensor_digest
 
 __all__ = [
@@ -94,7 +95,7 @@ RESUMABLE_CHANGES = frozenset({"epochs", "device", "threads"})
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(JsonConfig):
     """Everything that determines a pre-training run; defaults are the v1 recipe.
 
     ``patience`` follows Keras: the lr is multiplied by ``factor`` once the validation loss has
@@ -162,24 +163,6 @@ class PretrainConfig:
         if unknown:
             raise ValueError(f"unknown pretrain config keys {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
-
-    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """The config as JSON text, also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike[str]) -> PretrainConfig:
-        """Read a config from JSON text or from a ``.json`` file."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("a pretrain config must be a JSON object")
-        return cls.from_dict(data)
 
 
 @dataclass

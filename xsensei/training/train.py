@@ -55,6 +55,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from xsensei.nn.model import CLASS_FLAG_VALUES, CLASSES_4, CloudMaskModel, check_classes
+from xsensei.training._config import JsonConfig
 from xsensei.training.augment import Augment
 from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
 from xsensei.training.metrics import ConfusionMatrix, json_safe
@@ -110,7 +111,7 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything that defines a training run; ``to_json`` / ``from_json`` round-trip exactly.
 
     Model: ``segmenter`` ("deeplabv3plus" | "pixelnet") with ``segmenter_kwargs`` (e.g.
@@ -270,22 +271,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig keys {unknown}; known: {sorted(names)}")
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """The config as indented JSON; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, path_or_text: str | os.PathLike[str]) -> TrainConfig:
-        """Read a config from a JSON file (or a JSON string). Keys starting with ``_`` are
-        comments."""
-        text = str(path_or_text)
-        if not text.lstrip().startswith("{"):
-            text = Path(path_or_text).read_text()
-        return cls.from_dict(json.loads(text))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
