@@ -29,6 +29,7 @@ __all__ = [
     "PretrainHeads",
     "PretrainHeadsConfig",
     "ScoreHead",
+    "batch_recovery_loss",
     "pretraining_loss",
     "pretraining_loss_components",
     "recovery_loss",
@@ -267,6 +268,15 @@ def recovery_loss(
     device = next(sensei.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     batch = sample_validation_batch(samples, generator, device=device)
+    return batch_recovery_loss(sensei, heads, batch, chunk)
+
+
+@torch.no_grad()
+def batch_recovery_loss(
+    sensei: SEnSeI, heads: PretrainHeads, batch: PretrainBatch, chunk: int = 1024
+) -> dict[str, float]:
+    """:func:`recovery_loss` on a given validation batch, ``chunk`` samples at a time."""
+    samples = batch.values.shape[0]
     cand_sum = val_sum = 0.0
     for start in range(0, samples, chunk):
         sl = slice(start, start + chunk)

@@ -52,6 +52,7 @@ from xsensei.nn.heads import (
     PretrainBatch,
     PretrainHeads,
     PretrainHeadsConfig,
+    batch_recovery_loss,
     pretraining_loss_components,
     sample_pretraining_batch,
     sample_validation_batch,
@@ -289,28 +290,10 @@ class _Validation:
         generator = torch.Generator().manual_seed(seed)
         batch = sample_validation_batch(samples, generator)
         self.batch = PretrainBatch(*(t.to(device) for t in batch))
-        self.samples = samples
         self.chunk = chunk
 
-    @torch.no_grad()
     def __call__(self, sensei: SEnSeI, heads: PretrainHeads) -> dict[str, float]:
-        b = self.batch
-        cand_sum = val_sum = 0.0
-        for start in range(0, self.samples, self.chunk):
-            sl = slice(start, start + self.chunk)
-            features = sensei(b.values[sl], b.descriptors[sl])
-            probs, values = heads(features, b.candidates[sl], b.descriptors[sl])
-            cand, val = pretraining_loss_components(
-                probs, b.labels[sl], values, b.target_values[sl]
-            )
-            weight = probs.shape[0] / self.samples
-            cand_sum += float(cand) * weight
-            val_sum += float(val) * weight
-        return {
-            "loss": CANDIDATE_LOSS_WEIGHT * cand_sum + VALUE_LOSS_WEIGHT * val_sum,
-            "candidate_mse": cand_sum,
-            "value_mse": val_sum,
-        }
+        return batch_recovery_loss(sensei, heads, self.batch, self.chunk)
 
 
 def _hardware(device: torch.device) -> dict[str, Any]:
