@@ -49,20 +49,8 @@ def resolve_model(model: ModelArg) -> LoadedModel:
         meta = getattr(model, "checkpoint_metadata", None) or {}
         inference = dict(meta.get("inference", {}))
         return LoadedModel(ref, model.classes, inference, model.segmenter_name)
-    from xsensei.errors import CheckpointError
-    from xsensei.weights.checkpoint import (
-        MODEL_ALIASES,
-        packaged_models,
-        read_metadata,
-        resolve_model_path,
-    )
+    from xsensei.weights.checkpoint import read_metadata, resolve_model_path
 
-    if str(model) in MODEL_ALIASES and MODEL_ALIASES[str(model)] not in packaged_models():
-        raise CheckpointError(
-            f"model={model!r} means the packaged {MODEL_ALIASES[str(model)]!r} weights, which "
-            "this installation lacks (a source tree without them?): reinstall xsensei, or pass "
-            "a .safetensors checkpoint written by xsensei.save_model"
-        )
     path = resolve_model_path(model).resolve()
     meta = read_metadata(path)
     ref = runtime.ModelRef(str(path), meta["sha256"], meta["name"], str(meta["version"]))

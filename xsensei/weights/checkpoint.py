@@ -170,7 +170,14 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     """A packaged model name, or a path to a checkpoint file."""
     shipped = packaged_models()
     key = str(name_or_path)
-    key = MODEL_ALIASES.get(key, key) if MODEL_ALIASES.get(key) in shipped else key
+    if key in MODEL_ALIASES:
+        if MODEL_ALIASES[key] not in shipped:
+            raise CheckpointError(
+                f"model={key!r} means the packaged {MODEL_ALIASES[key]!r} weights, which this "
+                "installation lacks (a source tree without them?): reinstall xsensei, or pass "
+                "a .safetensors checkpoint written by xsensei.save_model"
+            )
+        key = MODEL_ALIASES[key]
     if key in shipped:
         return shipped[key]
     path = Path(name_or_path).expanduser()
