@@ -57,14 +57,14 @@ class BlockTask:
 
 
 def first_argmax(probs: NDArray[np.float32]) -> NDArray[np.uint8]:
-    """``np.argmax(probs, axis=0)`` (first maximum wins, NaN never wins) for a few classes.
+    """``np.argmax(probs, axis=0)`` (first maximum wins) for a few classes; nodata pixels
+    (NaN in every class) come out as 0, for the caller to mark.
 
     One pass per class over contiguous planes: several times faster than ``np.argmax`` over
     the leading axis of a ``(C, H, W)`` array, which numpy transposes first.
     """
     best = np.zeros(probs.shape[1:], dtype=np.uint8)
     top = probs[0].copy()
-    top[~np.isfinite(top)] = -np.inf
     for c in range(1, probs.shape[0]):
         better = np.greater(probs[c], top)
         np.copyto(best, np.uint8(c), where=better)

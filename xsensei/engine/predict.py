@@ -83,7 +83,7 @@ def predict_block(
         return np.full((classes, h, w), np.nan, dtype=np.float32)
     if spec.size is None:
         probs = runner(fill_missing_pixelwise(core_vals)[None])[0]
-        return np.where(valid[None], probs, np.float32(np.nan)).astype(np.float32, copy=False)
+        return np.where(valid[None], probs, np.float32(np.nan))
 
     size = spec.size
     need = (cy0 - size + 1 - oy, cy1 + size - 1 - oy, cx0 - size + 1 - ox, cx1 + size - 1 - ox)

@@ -82,7 +82,7 @@ class CloudMaskModel(nn.Module):
             conv = self.sensei.to_conv1x1(descriptors)
         seg = self.segmenter
         # PixelNet (not a subclass with its own forward): SEnSeI, batch norm and first conv
-        # merge into one convolution (eval mode)
+        # merge into one matrix, run as a PixelMLP (eval mode)
         if isinstance(seg, PixelNet) and type(seg).forward is PixelNet.forward:
             return seg.fused_with(conv)
         return nn.Sequential(conv, self.segmenter).eval()
