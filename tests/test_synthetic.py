@@ -291,6 +291,33 @@ def test_sensor_and_random_bandsets() -> None:
     assert hash(sub) == hash(sensor_bandset("landsat-8", ["B4", "B3", "B2"]))
 
 
+def test_random_bandsets_draw_mid_infrared_on_request() -> None:
+    """mwir_prob turns that share of thermal bands into 3.5-4.1 um ones; 0 keeps old draws."""
+    old = random_bandset(np.random.default_rng(3), 200)
+    same = random_bandset(np.random.default_rng(3), 200, mwir_prob=0.0)
+    assert old == same
+    bands = random_bandset(np.random.default_rng(3), 400, thermal_prob=0.5, mwir_prob=0.4)
+    centre = bands.wavelengths_nm[bands.is_thermal, 1]
+    mwir = (centre >= 3500) & (centre <= 4100)
+    assert (mwir | ((centre >= 8000) & (centre <= 13000))).all()
+    assert 0.25 < mwir.mean() < 0.55
+    gen = SceneGenerator(SyntheticConfig(size=32), seed=0)
+    image = gen.sample(bands.subset(np.flatnonzero(bands.is_thermal)[:6]), 0).image
+    assert np.isfinite(image).all()
+
+
+@pytest.mark.parametrize("index", [6, 22])
+def test_bright_snow_under_cloud_stays_finite_and_bounded(index: int) -> None:
+    """Mountain snow scenes under thick cloud: the surface <-> cloud multiple reflection once
+    divided by ~0 and gave pixels of -25,000 (generator 1.0); now TOA stays physical."""
+    gen = SceneGenerator(SyntheticConfig(size=128), seed=0)
+    scene = gen.scene(index)
+    assert scene.meta["layout"] == "mountain" and scene.meta["surface_types"].get("snow", 0) > 0.2
+    image = gen.render(scene, sensor_bandset("sentinel-2a")).image
+    assert np.isfinite(image).all()
+    assert -0.2 < image.min() and image.max() < 5.0
+
+
 def test_bandset_rejects_inconsistent_input() -> None:
     with pytest.raises(ValueError):
         BandSet(("a",), np.array([[500.0, 550.0, 600.0]]), ("visible",))

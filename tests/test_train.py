@@ -72,6 +72,22 @@ def test_config_json_round_trip(tmp_path: Path) -> None:
                     segmenter_kwargs={"encoder_output_stride": 16})
     with pytest.raises(ValueError, match="holdout"):
         tiny_config(val_sensors=("landsat-7",))
+    with pytest.raises(ValueError, match=r"random_mwir_prob must lie in \[0, 1\], got 1.5"):
+        tiny_config(random_mwir_prob=1.5)
+
+
+def test_sampler_draws_mid_infrared_bands_when_asked() -> None:
+    """random_mwir_prob reaches random_bandset; 0 (the default) keeps the old draws."""
+
+    def thermal_centres(**changes: object) -> np.ndarray:
+        sampler = BandsetSampler.from_config(tiny_config(sensor_prob=0.0, **changes))
+        bands = [sampler(np.random.default_rng([0, 0, i])) for i in range(300)]
+        return np.concatenate([b.wavelengths_nm[b.is_thermal, 1] for b in bands])
+
+    old, new = thermal_centres(), thermal_centres(random_mwir_prob=0.5)
+    assert old.size > 100 and (old >= 8000).all()
+    mwir = (new >= 3500) & (new <= 4100)
+    assert 0.35 < mwir.mean() < 0.65
 
 
 def test_recipes_parse() -> None:

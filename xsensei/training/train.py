@@ -122,8 +122,8 @@ class TrainConfig(JsonConfig):
 
     Data: ``crop`` px square samples from ``synthetic`` (:class:`SyntheticConfig` overrides;
     ``size`` defaults to ``crop``) scenes of generator seed ``synthetic_seed``; band sets from
-    :class:`BandsetSampler` (``sensor_prob``, ``bands``, ``random_bands``, ``sensors``,
-    ``holdout_sensors``); ``augment`` = :class:`Augment` overrides, or None for none;
+    :class:`BandsetSampler` (``sensor_prob``, ``bands``, ``random_bands``,
+    ``random_mwir_prob``, ``sensors``, ``holdout_sensors``); ``augment`` = :class:`Augment` overrides, or None for none;
     ``patch_stores`` real labelled stores mixed in at ``real_fraction`` of the samples.
 
     Validation: ``val_scenes`` scenes of side ``val_size`` from generator seed ``val_seed``,
@@ -154,6 +154,7 @@ class TrainConfig(JsonConfig):
     sensor_prob: float = 0.5
     bands: tuple[int, int | None] = (3, None)
     random_bands: tuple[int, int] = (3, 14)
+    random_mwir_prob: float = 0.0
     sensors: tuple[str, ...] | None = None
     holdout_sensors: tuple[str, ...] = (
         "landsat-4", "landsat-5", "landsat-7", "sentinel-3a-slstr", "sentinel-3b-slstr",
@@ -241,8 +242,12 @@ class TrainConfig(JsonConfig):
         rlo, rhi = self.random_bands
         if not 1 <= rlo <= rhi:
             raise ValueError(f"random_bands must be (1 <= min <= max), got {self.random_bands}")
-        if not 0.0 <= self.sensor_prob <= 1.0 or not 0.0 <= self.real_fraction <= 1.0:
-            raise ValueError("sensor_prob and real_fraction must lie in [0, 1]")
+        probs = {"sensor_prob": self.sensor_prob, "real_fraction": self.real_fraction,
+                 "random_mwir_prob": self.random_mwir_prob}
+        bad = [k for k, v in probs.items() if not 0.0 <= v <= 1.0]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must lie in [0, 1], got "
+                             f"{', '.join(str(probs[k]) for k in bad)}")
         from xsensei.sensors import get_sensor
 
         for name in ("sensors", "holdout_sensors", "val_sensors", "val_unseen"):
@@ -321,6 +326,7 @@ class BandsetSampler:
     sensor_prob: float = 0.5
     bands: tuple[int, int | None] = (3, None)
     random_bands: tuple[int, int] = (3, 14)
+    random_mwir_prob: float = 0.0
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> BandsetSampler:
@@ -329,7 +335,8 @@ class BandsetSampler:
         sensors = tuple(s for s in pool if _sensor_key(s) not in held)
         if not sensors and config.sensor_prob > 0:
             raise ValueError("no catalogue sensor left to train on after the holdout")
-        return cls(sensors, config.sensor_prob, config.bands, config.random_bands)
+        return cls(sensors, config.sensor_prob, config.bands, config.random_bands,
+                   config.random_mwir_prob)
 
     def draw(self, rng: np.random.Generator) -> tuple[str, Any]:
         """``(source, bandset)``: source is the sensor name or ``"random"``."""
@@ -345,7 +352,8 @@ class BandsetSampler:
             k = int(rng.integers(lo, hi + 1))
             return sensor, full.subset(np.sort(rng.choice(n, size=k, replace=False)))
         lo, hi = self.random_bands
-        return "random", random_bandset(rng, int(rng.integers(lo, hi + 1)))
+        return "random", random_bandset(rng, int(rng.integers(lo, hi + 1)),
+                                        mwir_prob=self.random_mwir_prob)
 
     def __call__(self, rng: np.random.Generator) -> Any:
         return self.draw(rng)[1]

@@ -28,7 +28,7 @@ from xsensei.training.synthetic.spectra import GRID_NM, SURFACE_CLASSES
 
 #: Bump when a change alters what a given (config, seed, index) generates; recorded in the
 #: provenance of trained weights.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: bounded multiple reflection (no +-1e4 pixels)
 
 __all__ = [
     "GRID_NM",

@@ -172,18 +172,29 @@ def random_bandset(
     width_range_nm: tuple[float, float] = (10.0, 200.0),
     thermal_centre_range_nm: tuple[float, float] = (8000.0, 13000.0),
     thermal_width_range_nm: tuple[float, float] = (300.0, 1200.0),
+    mwir_prob: float = 0.0,
+    mwir_centre_range_nm: tuple[float, float] = (3500.0, 4100.0),
+    mwir_width_range_nm: tuple[float, float] = (100.0, 400.0),
 ) -> BandSet:
     """``n`` made-up bands so the model learns wavelengths, not a sensor's band list.
 
     Reflective centres are uniform in ``centre_range_nm``, widths log-uniform in
     ``width_range_nm``; each band is thermal with ``thermal_prob`` (8-13 um, 0.3-1.2 um wide
-    like real thermal channels). Thermal bands use the default BT range.
+    like real thermal channels). Thermal bands use the default BT range. A thermal band is a
+    mid-infrared one (3.5-4.1 um, 0.1-0.4 um wide, reflected sunlight plus emission, like
+    SLSTR S7 or MODIS 20-23) with ``mwir_prob``: without them the model meets a 3.7 um band
+    only in MODIS subsets and mistakes it for a long-wave channel. ``mwir_prob=0`` draws
+    exactly the band sets of earlier versions (no extra random number is taken).
     """
     wl, kinds = [], []
     for _ in range(n):
         if rng.random() < thermal_prob:
-            centre = rng.uniform(*thermal_centre_range_nm)
-            width = rng.uniform(*thermal_width_range_nm)
+            if mwir_prob > 0 and rng.random() < mwir_prob:
+                centre = rng.uniform(*mwir_centre_range_nm)
+                width = rng.uniform(*mwir_width_range_nm)
+            else:
+                centre = rng.uniform(*thermal_centre_range_nm)
+                width = rng.uniform(*thermal_width_range_nm)
             kinds.append("thermal")
         else:
             centre = rng.uniform(*centre_range_nm)

@@ -60,6 +60,8 @@ __all__ = [
 LABELS = ("clear", "thick_cloud", "thin_cloud", "cloud_shadow")
 _LAPSE_K_PER_KM = 6.5
 _TROPOPAUSE_KM = 11.0
+#: Upper bound of Rs * Rc in the surface <-> cloud multiple-reflection term 1 / (1 - Rs Rc).
+MAX_MULTIPLE_REFLECTION = 0.8
 
 
 @dataclass(frozen=True)
@@ -467,8 +469,11 @@ class SceneGenerator:
                 band = out[b]
                 if k == 0:  # 1 / (1 - Rs Rc): surface <-> cloud base multiple reflection
                     np.multiply(band, ff, out=tmp)
-                    tmp *= np.float32(-shape[b] * layer.gain)
-                    tmp += 1.0
+                    tmp *= np.float32(shape[b] * layer.gain)
+                    # Rs (sunlit slopes, snow) and Rc (gain, shape > 1) can each pass 1: cap
+                    # the product as albedos <= ~0.9 would, or the term explodes to +-1e4
+                    np.minimum(tmp, np.float32(MAX_MULTIPLE_REFLECTION), out=tmp)
+                    np.subtract(np.float32(1.0), tmp, out=tmp)
                     band /= tmp
                 if absorb[b] > 1e-3:
                     np.multiply(layer.tau, np.float32(absorb[b]), out=tmp)
