@@ -123,7 +123,8 @@ class TrainConfig(JsonConfig):
     Data: ``crop`` px square samples from ``synthetic`` (:class:`SyntheticConfig` overrides;
     ``size`` defaults to ``crop``) scenes of generator seed ``synthetic_seed``; band sets from
     :class:`BandsetSampler` (``sensor_prob``, ``bands``, ``random_bands``,
-    ``random_mwir_prob``, ``sensors``, ``holdout_sensors``); ``augment`` = :class:`Augment` overrides, or None for none;
+    ``random_mwir_prob``, ``sensors``, ``holdout_sensors``); ``augment`` = :class:`Augment`
+    overrides, or None for none;
     ``patch_stores`` real labelled stores mixed in at ``real_fraction`` of the samples.
 
     Validation: ``val_scenes`` scenes of side ``val_size`` from generator seed ``val_seed``,
