@@ -343,3 +343,28 @@ def test_input_multiple_pads_windows_for_the_encoder(deeplab_ckpt, pixelnet_ckpt
     padded = np.pad(batch, ((0, 0), (0, 0), (0, 6), (0, 4)), mode="symmetric")
     full = runtime.run_batch(deeplab, padded, CPU, "fp32", 8)
     np.testing.assert_array_equal(probs, full[:, :, :50, :44])
+
+
+def test_cloud_is_decided_before_the_class() -> None:
+    """Thick + thin together beat clear: 'is it cloud?' is answered by its own probability."""
+    from xsensei.engine.dask import cloud_first_class, first_argmax
+
+    cloud = (False, True, True, False)  # clear, thick, thin, shadow
+    pixels = np.array(
+        [
+            [0.40, 0.30, 0.30, 0.00],  # cloud 0.6 -> thick (first of the tied cloud classes)
+            [0.40, 0.25, 0.35, 0.00],  # -> thin
+            [0.50, 0.50, 0.00, 0.00],  # tie 0.5 / 0.5 -> not cloud
+            [0.20, 0.10, 0.25, 0.45],  # not cloud 0.65 -> shadow
+            [0.05, 0.90, 0.05, 0.00],  # plain cloud
+            [np.nan] * 4,  # nodata: a not-cloud class, for the caller to mark
+        ],
+        dtype=np.float32,
+    ).T.reshape(4, 2, 3)
+    got = cloud_first_class(pixels, cloud)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got.ravel(), [1, 2, 0, 3, 1, 0])
+    assert first_argmax(pixels).ravel()[0] == 0  # what a plain argmax would have said
+    # no cloud class (or only cloud classes): a plain argmax
+    np.testing.assert_array_equal(cloud_first_class(pixels, (False,) * 4), first_argmax(pixels))
+    np.testing.assert_array_equal(cloud_first_class(pixels, (True,) * 4), first_argmax(pixels))

@@ -72,12 +72,36 @@ def first_argmax(probs: NDArray[np.float32]) -> NDArray[np.uint8]:
     return best
 
 
+def cloud_first_class(
+    probs: NDArray[np.float32], cloud_classes: tuple[bool, ...]
+) -> NDArray[np.uint8]:
+    """Class index per pixel, deciding cloud vs not-cloud first, by summed probability.
+
+    A plain argmax over clear / thick / thin / shadow calls a pixel clear at P(clear) = 0.4
+    although thick and thin cloud together have 0.6: the question users ask first, "is it
+    cloud?", would be answered against its own probability. So the group (cloud classes vs the
+    rest) with the larger total wins (ties: not cloud), then the likeliest class inside it
+    (first maximum wins). Works on any ``(C, ...)`` array; NaN pixels come out as a not-cloud
+    class for the caller to mark.
+    """
+    cloud = np.asarray(cloud_classes, dtype=bool)
+    if cloud.all() or not cloud.any():
+        return first_argmax(probs)
+    idx_c, idx_r = np.flatnonzero(cloud), np.flatnonzero(~cloud)
+    p_cloud = np.sum(probs[idx_c], axis=0, dtype=np.float32)
+    p_rest = np.sum(probs[idx_r], axis=0, dtype=np.float32)
+    best_cloud = idx_c.astype(np.uint8)[first_argmax(probs[idx_c])]
+    best_rest = idx_r.astype(np.uint8)[first_argmax(probs[idx_r])]
+    return np.where(p_cloud > p_rest, best_cloud, best_rest)
+
+
 def probabilities_to_output(probs: NDArray[np.float32], task: BlockTask) -> NDArray[Any]:
-    """``(C, h, w)`` probabilities -> the requested output for one time step."""
+    """``(C, h, w)`` probabilities -> the requested output for one time step (classes by
+    :func:`cloud_first_class`)."""
     if task.output == "probability":
         return probs
     nodata = ~np.isfinite(probs[0])
-    best = first_argmax(probs)
+    best = cloud_first_class(probs, task.cloud_classes)
     if task.output == "mask":
         lut = np.asarray(task.class_values, dtype=np.uint8)
     else:

@@ -54,7 +54,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
-from xsensei.nn.model import CLASS_FLAG_VALUES, CLASSES_4, CloudMaskModel, check_classes
+from xsensei.engine.dask import cloud_first_class
+from xsensei.nn.model import (
+    CLASS_FLAG_VALUES,
+    CLASSES_4,
+    CLOUD_CLASSES,
+    CloudMaskModel,
+    check_classes,
+)
 from xsensei.training._config import JsonConfig
 from xsensei.training.augment import Augment
 from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
@@ -533,10 +540,12 @@ def _autocast(device: torch.device, precision: str) -> Any:
 def validate(model: CloudMaskModel, valsets: Sequence[_ValSet], *, batch: int = 8,
              device: torch.device | str = "cpu", precision: str = "fp32") -> dict[str, Any]:
     """Cloud-vs-rest OA/BA/P/R/F1 per group ("seen", "unseen") and per sensor, plus the
-    cross-entropy of the seen group (the plateau schedule's signal)."""
+    cross-entropy of the seen group (the plateau schedule's signal). Classes are decided as
+    the product decides them (:func:`~xsensei.engine.dask.cloud_first_class`)."""
     device = torch.device(device)
     lut = torch.as_tensor(target_lut(model.classes))
     to_flag = torch.tensor([CLASS_FLAG_VALUES[c] for c in model.classes], dtype=torch.uint8)
+    cloud = tuple(c in CLOUD_CLASSES for c in model.classes)  # decided as the product does
     groups: dict[str, ConfusionMatrix] = {}
     sensors: dict[str, dict[str, Any]] = {}
     loss_sum, loss_n = 0.0, 0
@@ -553,7 +562,9 @@ def validate(model: CloudMaskModel, valsets: Sequence[_ValSet], *, batch: int = 
                         logits = model(x, d)
                     logits = logits.float().cpu()
                     truth = vs.labels[i:i + batch]
-                    cm.update(truth, to_flag[logits.argmax(1)])
+                    probs = torch.softmax(logits, 1).transpose(0, 1).numpy()
+                    best = torch.from_numpy(cloud_first_class(probs, cloud).astype(np.int64))
+                    cm.update(truth, to_flag[best])
                     if vs.group == "seen":
                         target = lut[truth.long()]
                         valid = int((target != NODATA_LABEL).sum())
