@@ -318,6 +318,21 @@ def test_bright_snow_under_cloud_stays_finite_and_bounded(index: int) -> None:
     assert -0.2 < image.min() and image.max() < 5.0
 
 
+def test_clear_ocean_carries_rayleigh_path_reflectance() -> None:
+    """Real clear water reads ~0.06-0.15 at 443 nm TOA (Rayleigh, tau 0.24): the darkest
+    synthetic pixels must too, and the path must fall off steeply towards the NIR."""
+    cfg = SyntheticConfig(size=64, layout_weights=(("ocean", 1.0),),
+                          low_cloud_weights=(("none", 1.0),), cirrus_prob=0.0)
+    gen = SceneGenerator(cfg, seed=4)
+    bands = sensor_bandset("sentinel-2a", ["B01", "B8A"])
+    for index in range(4):
+        sample = gen.sample(bands, index)
+        dark_blue, dark_nir = np.quantile(sample.image.reshape(2, -1), 0.01, axis=1)
+        elevation = sample.meta["sun_elevation_deg"]
+        assert 0.05 < dark_blue < 0.3, (index, elevation, dark_blue)
+        assert dark_blue > 3 * max(dark_nir, 0.005), (index, dark_blue, dark_nir)
+
+
 def test_bandset_rejects_inconsistent_input() -> None:
     with pytest.raises(ValueError):
         BandSet(("a",), np.array([[500.0, 550.0, 600.0]]), ("visible",))

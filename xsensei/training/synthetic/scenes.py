@@ -18,8 +18,10 @@ Image formation in band space (per reflective band b, per pixel)::
 
 ``E`` are endmember spectra integrated over the band (linear, done once per scene), ``D_b`` the
 diffuse-sky fraction (~lambda^-2), ``t_b(z)`` gas transmittance above height z (water vapour
-with a 2 km scale height, so 1375 nm sees only high clouds), ``P_b`` Rayleigh (~lambda^-4) plus
-aerosol path reflectance, reduced above clouds. Thermal bands are brightness temperature:
+with a 2 km scale height, so 1375 nm sees only high clouds) times the Rayleigh transmittance,
+``P_b`` Rayleigh (single scattering, ``tau_R P / (4 mu_sun)``, ~0.1 at 443 nm) plus aerosol path
+reflectance, reduced above clouds. The multiple-reflection product ``Rs Rc`` is capped at
+:data:`MAX_MULTIPLE_REFLECTION`. Thermal bands are brightness temperature:
 surface temperature per material, cloud tops from a 6.5 K/km lapse rate, cloud emissivity
 ``1 - exp(-tau/2)``, a layered absorbing atmosphere, normalised like the inference engine does.
 
@@ -111,7 +113,7 @@ class SyntheticConfig:
     sun_elevation_range_deg: tuple[float, float] = (15.0, 75.0)
     water_vapour_range_cm: tuple[float, float] = (0.3, 5.0)
     aerosol_range: tuple[float, float] = (0.0, 0.04)  # path reflectance at 550 nm
-    rayleigh_range: tuple[float, float] = (0.5, 1.5)  # x 0.02 (450/lambda)^4
+    rayleigh_range: tuple[float, float] = (0.9, 1.4)  # Rayleigh phase function P(Theta)
     diffuse_range: tuple[float, float] = (0.1, 0.3)  # diffuse-sky fraction at 550 nm
     blur_prob: float = 0.5
     blur_sigma_range_px: tuple[float, float] = (0.3, 0.7)
@@ -422,8 +424,17 @@ class SceneGenerator:
         def col(v: NDArray) -> NDArray[np.float32]:
             return np.asarray(v, dtype=np.float32)[:, None, None]
 
+        # Rayleigh scattering, single scattering for a nadir view: optical depth
+        # 0.0088 lambda[um]^-4.05 (0.24 at 443 nm, 0.045 at 665 nm), path reflectance
+        # tau P / (4 mu_s) (~0.1 at 443 nm: what makes real clear land bluish-bright at TOA),
+        # surface seen through exp(-tau (1/mu_s + 1) / 2) (half the scattered light goes on)
+        mu_s = max(float(np.sin(scene.sun_elevation)), 0.3)
+        tau_r = 0.0088 * (centre / 1000.0) ** -4.05
+        rayleigh = tau_r * atm["rayleigh_scale"] / (4.0 * mu_s)
+        t_r = np.exp(-0.5 * tau_r * (1.0 / mu_s + 1.0))
+
         # surface: endmembers integrated once (gas transmittance folded in), gathered per pixel
-        t0 = gas_t(0.0)
+        t0 = gas_t(0.0) * t_r.astype(np.float32)
         ends = (surf.spectra.astype(np.float64) @ weights.T).T.astype(np.float32)  # (nb, K)
         ends_t = ends * t0[:, None]
         rs = np.take(ends_t, surf.primary, axis=1)
@@ -442,10 +453,7 @@ class SceneGenerator:
             illum += col(diffuse)
             rs *= illum
             del illum
-        path = (
-            0.02 * atm["rayleigh_scale"] * (450.0 / centre) ** 4
-            + atm["aerosol_550"] * (550.0 / centre) ** atm["aerosol_angstrom"]
-        )
+        path = rayleigh + atm["aerosol_550"] * (550.0 / centre) ** atm["aerosol_angstrom"]
         if not scene.layers:
             rs += col(path)
             return rs
