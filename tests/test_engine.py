@@ -266,8 +266,12 @@ def test_partial_nodata_fill_vs_nodata(segmenter, request, demo_desc) -> None:
     assert probs.shape == (4, 64, 64) and probs.dtype == np.float32
     assert np.isnan(probs[:, 50:52]).all()
     np.testing.assert_allclose(probs[:, others].sum(axis=0), 1.0, atol=1e-5)
-    # default classes are (clear, thick, thin, shadow) = mask values (0, 1, 2, 3)
-    np.testing.assert_array_equal(np.argmax(probs[:, others], axis=0), fill[others])
+    # default classes are (clear, thick, thin, shadow) = mask values (0, 1, 2, 3), decided
+    # cloud first (thick + thin vs clear + shadow), then the class within the group
+    from xsensei.engine.dask import cloud_first_class
+
+    decided = cloud_first_class(probs[:, others], (False, True, True, False))
+    np.testing.assert_array_equal(decided, fill[others])
 
 
 # --- per-pixel models ---------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
 @pytest.fixture(scope="module")
 def pixelnet(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An untrained PixelNet, seeded so that it predicts both cloud and non-cloud classes."""
-    torch.manual_seed(0)
+    torch.manual_seed(4)  # cloud on ~90 % of the scene: both kinds present
     model = CloudMaskModel("pixelnet").eval()
     path = tmp_path_factory.mktemp("models") / "untrained-pixelnet.safetensors"
     return str(save_model(model, path, trained=False))

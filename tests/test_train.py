@@ -22,7 +22,11 @@ from xsensei.training.train import (
     LRSchedule,
     TrainConfig,
     TrainResult,
+    _batches,
+    _build_model,
+    _training_data,
     add_parser,
+    recalibrate_batchnorm,
     train,
 )
 
@@ -92,7 +96,8 @@ def test_sampler_draws_mid_infrared_bands_when_asked() -> None:
 
 def test_recipes_parse() -> None:
     root = Path(__file__).resolve().parents[1] / "training"
-    for name in ("default_deeplab.json", "fast_pixelnet.json"):
+    for name in ("default_deeplab.json", "fast_pixelnet.json", "default_deeplab_finetune.json",
+                 "fast_pixelnet_finetune.json"):
         cfg = TrainConfig.from_json(root / name)
         assert cfg.time_budget_s is not None and cfg.time_budget_s <= 2 * 3600
         assert {"landsat-7", "sentinel-3a-slstr"} <= set(cfg.holdout_sensors)
@@ -189,8 +194,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
         # DeepLabv3+: dropout (torch RNG), batch-norm buffers, momentum across the split
         {"segmenter": "deeplabv3plus", "segmenter_kwargs": {"encoder_output_stride": 16},
          "batch": 2, "val_size": 32},
+        # precise batch norm before every validation and checkpoint
+        {"segmenter": "deeplabv3plus", "segmenter_kwargs": {"encoder_output_stride": 16},
+         "batch": 2, "val_size": 32, "precise_bn_batches": 2},
     ],
-    ids=["pixelnet", "deeplab"],
+    ids=["pixelnet", "deeplab", "deeplab-precise-bn"],
 )
 def test_resume_is_exact(tmp_path: Path, changes: dict[str, object]) -> None:
     steps = 8 if changes else 12  # crosses an epoch boundary (steps_per_epoch 4)
@@ -322,3 +330,34 @@ def test_init_model_fine_tunes_a_whole_checkpoint(tmp_path: Path) -> None:
               tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match="init_sensei or init_model, not both"):
         tiny_config(init_model="x", init_sensei="y")
+
+
+def test_precise_batchnorm_replaces_running_averages_exactly() -> None:
+    """Recalibrated statistics depend on the batches only (not on the buffers before), leave
+    weights and the torch RNG alone, and equal the plain average of per-batch statistics."""
+    cfg = tiny_config(segmenter="deeplabv3plus", segmenter_kwargs={"encoder_output_stride": 16},
+                      batch=2)
+    batches = list(itertools.islice(_batches(_training_data(cfg), cfg, 0), 3))
+    torch.manual_seed(0)
+    model = _build_model(cfg)
+    model.train()
+    with torch.no_grad():  # some running averages to replace
+        model(batches[0]["values"], batches[0]["descriptors"], batches[0]["band_mask"])
+    model.eval()
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    inputs: list[torch.Tensor] = []
+    hook = first.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach()))
+    rng = torch.get_rng_state()
+    assert recalibrate_batchnorm(model, batches) == 3
+    hook.remove()
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not model.training and first.momentum == 0.1
+    assert all(torch.equal(weights[k], v) for k, v in model.named_parameters())
+    expected = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs]).mean(0)
+    torch.testing.assert_close(first.running_mean, expected, rtol=1e-5, atol=1e-6)
+    once = {k: v.clone() for k, v in model.state_dict().items()}
+    recalibrate_batchnorm(model, batches)
+    assert all(torch.equal(once[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="precise_bn_batches"):
+        tiny_config(precise_bn_batches=-1)
