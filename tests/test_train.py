@@ -96,8 +96,7 @@ def test_sampler_draws_mid_infrared_bands_when_asked() -> None:
 
 def test_recipes_parse() -> None:
     root = Path(__file__).resolve().parents[1] / "training"
-    for name in ("default_deeplab.json", "fast_pixelnet.json", "default_deeplab_finetune.json",
-                 "fast_pixelnet_finetune.json"):
+    for name in ("default_deeplab.json", "fast_pixelnet.json", "default_deeplab_finetune.json"):
         cfg = TrainConfig.from_json(root / name)
         assert cfg.time_budget_s is not None and cfg.time_budget_s <= 2 * 3600
         assert {"landsat-7", "sentinel-3a-slstr"} <= set(cfg.holdout_sensors)
