@@ -628,11 +628,11 @@ def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[Mapping[str,
     return used
 
 
-def _precise_bn_batches(config: TrainConfig) -> Iterator[dict[str, Any]]:
-    """The fixed batches of :func:`recalibrate_batchnorm`: training-like samples (same band
-    sets, crops and augmentations) from scenes never trained on nor validated on."""
-    recal = config.replace(synthetic_seed=config.val_seed + 1, seed=config.seed + 1, workers=0)
-    return itertools.islice(_batches(_training_data(recal), recal, 0), config.precise_bn_batches)
+def _precise_bn_config(config: TrainConfig) -> TrainConfig:
+    """Where the fixed batches of :func:`recalibrate_batchnorm` come from: training-like
+    samples (same band sets, crops and augmentations) from scenes never trained on nor
+    validated on, generated in-process."""
+    return config.replace(synthetic_seed=config.val_seed + 1, seed=config.seed + 1, workers=0)
 
 
 # ---------------------------------------------------------------------------- checkpointing
@@ -1051,12 +1051,14 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
         }
 
     recalibrated_at: int | None = None
+    bn_config = _precise_bn_config(config)
+    bn_data = _training_data(bn_config) if config.precise_bn_batches else None
 
     def recalibrate() -> None:
         nonlocal recalibrated_at
-        if config.precise_bn_batches and recalibrated_at != step:
-            recalibrate_batchnorm(model, _precise_bn_batches(config), device=device,
-                                  precision=precision)
+        if bn_data is not None and recalibrated_at != step:
+            batches = itertools.islice(_batches(bn_data, bn_config, 0), config.precise_bn_batches)
+            recalibrate_batchnorm(model, batches, device=device, precision=precision)
             recalibrated_at = step
 
     def checkpoint() -> None:
