@@ -12,6 +12,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import argparse
 import functools
 import json
 import math
@@ -449,6 +450,38 @@ def write_json(kind: str, payload: dict[str, Any], out: str | None = None,
     text = json.dumps(_clean(json.loads(json.dumps(payload, default=_json_default))), indent=1)
     path.write_text(text + "\n", encoding="utf-8")
     return path
+
+
+def arg_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line: the module docstring's first paragraph as the description,
+    the rest as the epilog of ``--help``."""
+    text = doc or ""
+    return argparse.ArgumentParser(description=text.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=text.split("\n\n", 1)[-1])
+
+
+def add_model_arg(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (repeatable) for benchmarks that score every packaged model by default."""
+    parser.add_argument("--model", action="append", default=None,
+                        help="packaged name or checkpoint path (repeatable; default: all "
+                             "packaged)")
+
+
+def save_results(kind: str, payload: dict[str, Any], out: str | None = None,
+                 tag: str | None = None) -> int:
+    """:func:`write_json`, then say where; the benchmark's exit status (0)."""
+    path = write_json(kind, payload, out, tag)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def print_targets(checks: Sequence[dict[str, Any]], note: str | None = None) -> None:
+    """One ``TARGET PASS|MISS|n/a`` line per check, then the untrained-model note if any."""
+    for t in checks:
+        print(f"TARGET {verdict(t['pass'])}  {t['text']}: {t['shown']}")
+    if note:
+        print(note)
 
 
 def verdict(ok: bool | None) -> str:

@@ -22,7 +22,6 @@ Models run through :func:`xsensei.training.evaluate.evaluate_npz`, i.e. the prod
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import tempfile
@@ -266,11 +265,8 @@ def print_curves(summary: list[dict[str, Any]], labels: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--model", action="append", default=None,
-                   help="packaged name or checkpoint path (repeatable; default: all packaged)")
+    p = C.arg_parser(__doc__)
+    C.add_model_arg(p)
     p.add_argument("--data", default=str(C.REAL_DATA), help="folder of labelled .npz scenes")
     p.add_argument("--files", nargs="+", default=None, help="only these file names")
     p.add_argument("--draws", type=int, default=5, help="band subsets per size (default 5)")
@@ -350,10 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     print_curves(summary, labels)
     print()
     checks = targets(rows, models)
-    for t in checks:
-        print(f"TARGET {C.verdict(t['pass'])}  {t['text']}: {t['shown']}")
-    if note:
-        print(note)
+    C.print_targets(checks, note)
     payload = {"benchmark": "accuracy",
                "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "machine": machine, "models": [vars(m) for m in models], "models_note": note,
@@ -362,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                           "xsensei.training.evaluate.evaluate_npz (product path, defaults)",
                "rows": rows, "curves": summary, "curve_subsets": curve_entries,
                "targets": checks}
-    path = C.write_json("accuracy", payload, args.out)
-    print(f"\nwrote {path}")
-    return 0
+    return C.save_results("accuracy", payload, args.out)
 
 
 if __name__ == "__main__":

@@ -216,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_job(src, dst, model, int(nbands), int(workers), int(threads))))
         return 0
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = C.arg_parser(__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
     p.add_argument("--quick", action="store_true", help="1024^2 and 2048^2 only")
     p.add_argument("--chunk", type=int, default=1024, help="input zarr chunk side (1024)")
@@ -269,17 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     print("(peak RSS: the job's own VmHWM; polled: psutil every 0.05 s; before: RSS after "
           "imports and graph, before computing)\n")
     checks = targets(rows)
-    for t in checks:
-        print(f"TARGET {C.verdict(t['pass'])}  {t['text']}: {t['shown']}")
+    C.print_targets(checks)
     payload = {"benchmark": "memory",
                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "workdir")},
                "machine": machine, "model": vars(model), "models_note": note,
                "job": "xr.open_zarr -> DataArray.sensei.cloudmask(descriptors, model) -> "
                       "xsensei.to_zarr, threaded scheduler",
                "rows": rows, "targets": checks}
-    path = C.write_json("memory", payload, args.out)
-    print(f"\nwrote {path}")
-    return 0
+    return C.save_results("memory", payload, args.out)
 
 
 if __name__ == "__main__":

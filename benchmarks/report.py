@@ -1,8 +1,8 @@
 """Markdown tables for the docs, from the JSON files the benchmarks wrote.
 
-``python -m benchmarks.report [FILE.json ...]`` (default: the newest speed, memory and accuracy
-files in ``benchmarks/results``). ``docs/benchmarks.md`` quotes this output, so every number in
-the docs can be traced to one file.
+``python -m benchmarks.report [FILE.json ...]`` (default: the newest speed, memory, accuracy
+and sensor_independence files in ``benchmarks/results``). ``docs/benchmarks.md`` quotes this
+output, so every number in the docs can be traced to one file.
 """
 
 from __future__ import annotations
@@ -82,6 +82,24 @@ def accuracy(path: Path, data: dict[str, Any]) -> list[str]:
     return [*lines, "", *_targets(data), "", _source(path, data)]
 
 
+def sensor_independence(path: Path, data: dict[str, Any]) -> list[str]:
+    lines = ["| model | set | sensor / bands | bands | F1 |", "|---|---|---|---|---|"]
+    gaps = ["| model | gap | F1 difference | 90 % interval |", "|---|---|---|---|"]
+    for r in data["results"]:
+        for s in r["sets"]:
+            lines.append(f"| {r['label']} | {s['kind']} | {s['set']} | {len(s['bands'])} | "
+                         f"{s['F1']:.1f} |")
+        for name, g in r["gaps"].items():
+            gaps.append(f"| {r['label']} | {name} | {g['gap']:.1f} | "
+                        f"{g['lo']:.1f} .. {g['hi']:.1f} |")
+    st = data["settings"]
+    head = (f"{st['scenes']} synthetic scenes of {st['size']} px (seed {st['seed']}); "
+            "F1 cloud vs rest, pooled over pixels:")
+    return [head, "", *lines, "", "Gaps (seen minus unseen; matched: seen sensor restricted "
+            "to the unseen one's wavelengths):", "", *gaps, "", *_targets(data), "",
+            _source(path, data)]
+
+
 def newest(kind: str) -> Path | None:
     files = sorted(RESULTS.glob(f"{kind}*.json"), key=lambda p: p.name.rsplit("-", 1)[-1])
     return files[-1] if files else None
@@ -90,7 +108,8 @@ def newest(kind: str) -> Path | None:
 def render(path: Path) -> str:
     data = json.loads(path.read_text())
     kind = data["benchmark"]
-    body = {"speed": speed, "memory": memory, "accuracy": accuracy}[kind](path, data)
+    body = {"speed": speed, "memory": memory, "accuracy": accuracy,
+            "sensor_independence": sensor_independence}[kind](path, data)
     return "\n".join([f"### {kind}", "", *body, ""])
 
 
@@ -98,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="*", type=Path)
     args = p.parse_args(argv)
-    files = args.files or [f for f in map(newest, ("speed", "memory", "accuracy")) if f]
+    kinds = ("speed", "memory", "accuracy", "sensor_independence")
+    files = args.files or [f for f in map(newest, kinds) if f]
     for f in files:
         print(render(f))
     return 0

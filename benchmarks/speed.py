@@ -328,9 +328,7 @@ def print_table(rows: list[dict[str, Any]], configs: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = C.arg_parser(__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096],
                    help="square scene sides in pixels (default: 1024 2048 4096)")
     p.add_argument("--bands", type=int, nargs="+", default=[6, 13], choices=[6, 13],
@@ -395,8 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = targets(configs)
     print_table(rows, configs)
     print()
-    for t in checks:
-        print(f"TARGET {C.verdict(t['pass'])}  {t['text']}: {t['shown']}")
+    C.print_targets(checks)
     payload = {
         "benchmark": "speed",
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
@@ -411,9 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "configs": configs,
         "targets": checks,
     }
-    path = C.write_json("speed", payload, args.out, tag=args.device.split(":")[0])
-    print(f"\nwrote {path}")
-    return 0
+    return C.save_results("speed", payload, args.out, tag=args.device.split(":")[0])
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ from xsensei.training.train import (
     _build_model,
     _training_data,
     add_parser,
+    predict_valset,
     recalibrate_batchnorm,
+    render_valset,
     train,
+    validate,
 )
 
 HOLDOUT = ("landsat-7", "sentinel-3a-slstr", "sentinel-3b-slstr")
@@ -94,9 +97,50 @@ def test_sampler_draws_mid_infrared_bands_when_asked() -> None:
     assert 0.35 < mwir.mean() < 0.65
 
 
+def test_sampler_thermal_share_follows_random_thermal_prob() -> None:
+    """random_thermal_prob sets the share of thermal random bands; 0.1 is the old default."""
+
+    def thermal_share(**changes: object) -> float:
+        sampler = BandsetSampler.from_config(tiny_config(sensor_prob=0.0, **changes))
+        bands = [sampler(np.random.default_rng([0, 0, i])) for i in range(400)]
+        return float(np.mean(np.concatenate([b.is_thermal for b in bands])))
+
+    assert TrainConfig().random_thermal_prob == 0.1
+    assert 0.07 < thermal_share() < 0.13
+    assert 0.35 < thermal_share(random_thermal_prob=0.4) < 0.45
+    assert thermal_share(random_thermal_prob=0.0) == 0.0
+    with pytest.raises(ValueError, match=r"random_thermal_prob must lie in \[0, 1\]"):
+        tiny_config(random_thermal_prob=-0.1)
+
+
+def test_predict_valset_is_what_validate_and_the_product_score() -> None:
+    """render_valset + predict_valset (public, used by the sensor-independence benchmark) give
+    the flags validate scores and the product writes for the same images."""
+    import xsensei
+    from xsensei.training.metrics import ConfusionMatrix
+    from xsensei.training.synthetic import SceneGenerator, SyntheticConfig, sensor_bandset
+
+    model = xsensei.load_model("fast")  # the shipped PixelNet: trained, and per pixel
+    gen = SceneGenerator(SyntheticConfig(size=40), seed=11)
+    scenes = [gen.scene(i) for i in range(3)]
+    bands = sensor_bandset("landsat-8")
+    vs = render_valset(gen, scenes, bands, group="unseen", sensor="landsat-8")
+    assert vs.values.shape == (3, len(bands), 40, 40) and vs.labels.shape == (3, 40, 40)
+    flags = torch.cat([f for _, _, f in predict_valset(model, vs, batch=2)])
+    assert flags.shape == (3, 40, 40) and len(np.unique(flags.numpy())) >= 2
+    cm = ConfusionMatrix().update(vs.labels, flags)
+    assert validate(model, [vs], batch=2)["sensors"]["landsat-8"]["F1"] == cm.scores()["F1"]
+    # per-pixel model: the product's windowed mask (same flag values) is identical
+    for i in range(3):
+        product = xsensei.cloudmask(vs.values[i].numpy(), np.asarray(bands.wavelengths_nm),
+                                    model="fast")
+        assert np.array_equal(product, flags[i].numpy())
+
+
 def test_recipes_parse() -> None:
     root = Path(__file__).resolve().parents[1] / "training"
-    for name in ("default_deeplab.json", "fast_pixelnet.json", "default_deeplab_finetune.json"):
+    for name in ("default_deeplab.json", "fast_pixelnet.json", "default_deeplab_finetune.json",
+                 "default_deeplab_thermal.json"):
         cfg = TrainConfig.from_json(root / name)
         assert cfg.time_budget_s is not None and cfg.time_budget_s <= 2 * 3600
         assert {"landsat-7", "sentinel-3a-slstr"} <= set(cfg.holdout_sensors)

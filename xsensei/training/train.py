@@ -74,8 +74,12 @@ __all__ = [
     "LRSchedule",
     "TrainConfig",
     "TrainResult",
+    "ValSet",
     "add_parser",
+    "build_validation",
+    "predict_valset",
     "recalibrate_batchnorm",
+    "render_valset",
     "train",
     "validate",
 ]
@@ -133,8 +137,8 @@ class TrainConfig(JsonConfig):
     Data: ``crop`` px square samples from ``synthetic`` (:class:`SyntheticConfig` overrides;
     ``size`` defaults to ``crop``) scenes of generator seed ``synthetic_seed``; band sets from
     :class:`BandsetSampler` (``sensor_prob``, ``bands``, ``random_bands``,
-    ``random_mwir_prob``, ``sensors``, ``holdout_sensors``); ``augment`` = :class:`Augment`
-    overrides, or None for none;
+    ``random_thermal_prob``, ``random_mwir_prob``, ``sensors``, ``holdout_sensors``);
+    ``augment`` = :class:`Augment` overrides, or None for none;
     ``patch_stores`` real labelled stores mixed in at ``real_fraction`` of the samples.
 
     Validation: ``val_scenes`` scenes of side ``val_size`` from generator seed ``val_seed``,
@@ -167,6 +171,7 @@ class TrainConfig(JsonConfig):
     sensor_prob: float = 0.5
     bands: tuple[int, int | None] = (3, None)
     random_bands: tuple[int, int] = (3, 14)
+    random_thermal_prob: float = 0.1
     random_mwir_prob: float = 0.0
     sensors: tuple[str, ...] | None = None
     holdout_sensors: tuple[str, ...] = (
@@ -257,6 +262,7 @@ class TrainConfig(JsonConfig):
         if not 1 <= rlo <= rhi:
             raise ValueError(f"random_bands must be (1 <= min <= max), got {self.random_bands}")
         probs = {"sensor_prob": self.sensor_prob, "real_fraction": self.real_fraction,
+                 "random_thermal_prob": self.random_thermal_prob,
                  "random_mwir_prob": self.random_mwir_prob}
         bad = [k for k, v in probs.items() if not 0.0 <= v <= 1.0]
         if bad:
@@ -343,6 +349,7 @@ class BandsetSampler:
     bands: tuple[int, int | None] = (3, None)
     random_bands: tuple[int, int] = (3, 14)
     random_mwir_prob: float = 0.0
+    random_thermal_prob: float = 0.1
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> BandsetSampler:
@@ -352,7 +359,7 @@ class BandsetSampler:
         if not sensors and config.sensor_prob > 0:
             raise ValueError("no catalogue sensor left to train on after the holdout")
         return cls(sensors, config.sensor_prob, config.bands, config.random_bands,
-                   config.random_mwir_prob)
+                   config.random_mwir_prob, config.random_thermal_prob)
 
     def draw(self, rng: np.random.Generator) -> tuple[str, Any]:
         """``(source, bandset)``: source is the sensor name or ``"random"``."""
@@ -369,6 +376,7 @@ class BandsetSampler:
             return sensor, full.subset(np.sort(rng.choice(n, size=k, replace=False)))
         lo, hi = self.random_bands
         return "random", random_bandset(rng, int(rng.integers(lo, hi + 1)),
+                                        thermal_prob=self.random_thermal_prob,
                                         mwir_prob=self.random_mwir_prob)
 
     def __call__(self, rng: np.random.Generator) -> Any:
@@ -495,8 +503,10 @@ class LRSchedule:
 
 # --------------------------------------------------------------------------------- validation
 @dataclass
-class _ValSet:
-    group: str  # "seen" | "unseen"
+class ValSet:
+    """One validation set: the same scenes seen through one band set."""
+
+    group: str  # "seen" | "unseen" (or any label a caller groups scores by)
     sensor: str
     values: torch.Tensor  # (S, N, H, W) float32
     descriptors: torch.Tensor  # (N, 3) encoded
@@ -511,10 +521,28 @@ def _synthetic_config(config: TrainConfig, size: int) -> Any:
     return SyntheticConfig(**kwargs)
 
 
-def build_validation(config: TrainConfig) -> list[_ValSet]:
+def render_valset(generator: Any, scenes: Sequence[Any], bandset: Any, *, group: str,
+                  sensor: str) -> ValSet:
+    """``scenes`` (from ``generator.scene``) rendered through ``bandset``, ready for
+    :func:`validate`; non-finite values become 0 as the engine's nodata fill does."""
+    from xsensei.descriptors import encode_wavelengths
+
+    samples = [generator.render(scene, bandset) for scene in scenes]
+    values = np.stack([s.image for s in samples]).astype(np.float32)
+    values[~np.isfinite(values)] = 0.0
+    return ValSet(
+        group=group,
+        sensor=sensor,
+        values=torch.from_numpy(values),
+        descriptors=torch.from_numpy(
+            encode_wavelengths(bandset.wavelengths_nm).astype(np.float32)),
+        labels=torch.from_numpy(np.stack([s.label for s in samples]).astype(np.uint8)),
+    )
+
+
+def build_validation(config: TrainConfig) -> list[ValSet]:
     """Fixed validation scenes: ``val_scenes`` scenes of a generator seeded ``val_seed``
     (never trained on), each seen by every validation sensor with all its bands."""
-    from xsensei.descriptors import encode_wavelengths
     from xsensei.training.synthetic import SceneGenerator
 
     kwargs = dict(config.synthetic)
@@ -522,68 +550,66 @@ def build_validation(config: TrainConfig) -> list[_ValSet]:
     gen = SceneGenerator(_synthetic_config(config.replace(synthetic=kwargs), config.val_size),
                          seed=config.val_seed)
     unseen = config.val_unseen if config.val_unseen is not None else config.holdout_sensors
-    out: list[_ValSet] = []
     scenes = [gen.scene(i) for i in range(config.val_scenes)]
-    for group, sensors in (("seen", config.val_sensors), ("unseen", unseen)):
-        for sensor in sensors:
-            bandset = _full_bandset(sensor)
-            samples = [gen.render(scene, bandset) for scene in scenes]
-            values = np.stack([s.image for s in samples]).astype(np.float32)
-            values[~np.isfinite(values)] = 0.0
-            out.append(_ValSet(
-                group=group,
-                sensor=sensor,
-                values=torch.from_numpy(values),
-                descriptors=torch.from_numpy(
-                    encode_wavelengths(bandset.wavelengths_nm).astype(np.float32)),
-                labels=torch.from_numpy(np.stack([s.label for s in samples]).astype(np.uint8)),
-            ))
-    return out
+    return [render_valset(gen, scenes, _full_bandset(sensor), group=group, sensor=sensor)
+            for group, sensors in (("seen", config.val_sensors), ("unseen", unseen))
+            for sensor in sensors]
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def validate(model: CloudMaskModel, valsets: Sequence[_ValSet], *, batch: int = 8,
-             device: torch.device | str = "cpu", precision: str = "fp32") -> dict[str, Any]:
-    """Cloud-vs-rest OA/BA/P/R/F1 per group ("seen", "unseen") and per sensor, plus the
-    cross-entropy of the seen group (the plateau schedule's signal). Classes are decided as
-    the product decides them (:func:`~xsensei.engine.dask.cloud_first_class`)."""
+def predict_valset(model: CloudMaskModel, vs: ValSet, *, batch: int = 8,
+                   device: torch.device | str = "cpu", precision: str = "fp32"
+                   ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """``(rows, logits, flags)`` per batch of ``vs``: float32 CPU logits and the store label
+    values the product would write (:func:`~xsensei.engine.dask.cloud_first_class`), in eval
+    mode without gradients (the model's mode is restored afterwards)."""
     device = torch.device(device)
-    lut = torch.as_tensor(target_lut(model.classes))
     to_flag = torch.tensor([CLASS_FLAG_VALUES[c] for c in model.classes], dtype=torch.uint8)
     cloud = tuple(c in CLOUD_CLASSES for c in model.classes)  # decided as the product does
-    groups: dict[str, ConfusionMatrix] = {}
-    sensors: dict[str, dict[str, Any]] = {}
-    loss_sum, loss_n = 0.0, 0
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for vs in valsets:
-                cm = ConfusionMatrix()
-                for i in range(0, len(vs.values), batch):
-                    x = vs.values[i:i + batch].to(device)
-                    d = vs.descriptors.to(device).expand(x.shape[0], -1, -1)
-                    with _autocast(device, precision):
-                        logits = model(x, d)
-                    logits = logits.float().cpu()
-                    truth = vs.labels[i:i + batch]
-                    probs = torch.softmax(logits, 1).transpose(0, 1).numpy()
-                    best = torch.from_numpy(cloud_first_class(probs, cloud).astype(np.int64))
-                    cm.update(truth, to_flag[best])
-                    if vs.group == "seen":
-                        target = lut[truth.long()]
-                        valid = int((target != NODATA_LABEL).sum())
-                        if valid:
-                            loss_sum += float(F.cross_entropy(
-                                logits, target, ignore_index=NODATA_LABEL, reduction="sum"))
-                            loss_n += valid
-                groups.setdefault(vs.group, ConfusionMatrix()).merge(cm)
-                sensors[vs.sensor] = cm.scores()
+            for i in range(0, len(vs.values), batch):
+                rows = slice(i, min(i + batch, len(vs.values)))
+                x = vs.values[rows].to(device)
+                d = vs.descriptors.to(device).expand(x.shape[0], -1, -1)
+                with _autocast(device, precision):
+                    logits = model(x, d).float().cpu()
+                probs = torch.softmax(logits, 1).transpose(0, 1).numpy()
+                best = torch.from_numpy(cloud_first_class(probs, cloud).astype(np.int64))
+                yield rows, logits, to_flag[best]
     finally:
         model.train(was_training)
+
+
+def validate(model: CloudMaskModel, valsets: Sequence[ValSet], *, batch: int = 8,
+             device: torch.device | str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+    """Cloud-vs-rest OA/BA/P/R/F1 per group ("seen", "unseen") and per sensor, plus the
+    cross-entropy of the seen group (the plateau schedule's signal). Classes are decided as
+    the product decides them (:func:`~xsensei.engine.dask.cloud_first_class`)."""
+    lut = torch.as_tensor(target_lut(model.classes))
+    groups: dict[str, ConfusionMatrix] = {}
+    sensors: dict[str, dict[str, Any]] = {}
+    loss_sum, loss_n = 0.0, 0
+    for vs in valsets:
+        cm = ConfusionMatrix()
+        for rows, logits, flags in predict_valset(model, vs, batch=batch, device=device,
+                                                  precision=precision):
+            truth = vs.labels[rows]
+            cm.update(truth, flags)
+            if vs.group == "seen":
+                target = lut[truth.long()]
+                valid = int((target != NODATA_LABEL).sum())
+                if valid:
+                    loss_sum += float(F.cross_entropy(
+                        logits, target, ignore_index=NODATA_LABEL, reduction="sum"))
+                    loss_n += valid
+        groups.setdefault(vs.group, ConfusionMatrix()).merge(cm)
+        sensors[vs.sensor] = cm.scores()
     out: dict[str, Any] = {g: cm.scores() for g, cm in groups.items()}
     out["sensors"] = {s: {"F1": v["F1"], "OA": v["OA"]} for s, v in sensors.items()}
     out["val_loss"] = loss_sum / loss_n if loss_n else math.nan
