@@ -74,19 +74,16 @@ def band_plan(seen: list[str], unseen: list[str]) -> list[tuple[str, str, str, A
 
 
 def per_scene_counts(model: Any, valset: Any) -> np.ndarray:
-    """(scenes, 3) true positive, false positive, false negative cloud pixels."""
-    from xsensei.training.patches import CLOUD_LABELS, NODATA_LABEL
+    """(scenes, 3) true positive, false positive, false negative cloud pixels, each scene
+    scored by the project's :class:`~xsensei.training.metrics.ConfusionMatrix`."""
+    from xsensei.training.metrics import ConfusionMatrix
     from xsensei.training.train import predict_valset
 
-    cloud_values = np.array(sorted(CLOUD_LABELS), dtype=np.uint8)
     out = np.zeros((len(valset.values), 3), dtype=np.int64)
     for rows, _, flags in predict_valset(model, valset, batch=8):
-        truth = valset.labels[rows].numpy()
-        valid = truth != NODATA_LABEL
-        t = np.isin(truth, cloud_values) & valid
-        p = np.isin(flags.numpy(), cloud_values) & valid
-        out[rows] = np.stack([(t & p).sum((1, 2)), (~t & p).sum((1, 2)),
-                              (t & ~p).sum((1, 2))], -1)
+        for j, (truth, pred) in enumerate(zip(valset.labels[rows], flags, strict=True)):
+            b = ConfusionMatrix().update(truth, pred).binary()
+            out[rows.start + j] = (b.tp, b.fp, b.fn)
     return out
 
 
@@ -146,12 +143,12 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
         counts[(kind, label)] = c
         sets.append({"kind": kind, "set": label, "sensor": sensor,
                      "bands": list(bandset.names), "F1": float(f1(c))})
-    gaps: dict[str, Any] = {}
     def group_counts(group: str, variant: str, sensors: list[str]) -> np.ndarray:
         # a sensor without thermal bands is its own reflective set
         return np.sum([counts.get((f"{group}/{variant}", x), counts[(f"{group}/full", x)])
                        for x in sensors], axis=0)
 
+    gaps: dict[str, Any] = {}
     for variant in ("full", "reflective"):
         s, u = group_counts("seen", variant, seen), group_counts("unseen", variant, unseen)
         gaps[variant] = gap_with_interval(s, u, args.boot, rng)

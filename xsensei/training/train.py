@@ -563,9 +563,10 @@ def _autocast(device: torch.device, precision: str) -> Any:
 def predict_valset(model: CloudMaskModel, vs: ValSet, *, batch: int = 8,
                    device: torch.device | str = "cpu", precision: str = "fp32"
                    ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """``(rows, logits, flags)`` per batch of ``vs``: float32 CPU logits and the store label
-    values the product would write (:func:`~xsensei.engine.dask.cloud_first_class`), in eval
-    mode without gradients (the model's mode is restored afterwards)."""
+    """``(rows, logits, flags)`` per batch of ``vs``: float32 CPU logits and the mask values
+    the product writes (0 clear, 1 thick, 2 thin, 3 shadow; classes decided by
+    :func:`~xsensei.engine.dask.cloud_first_class`), in eval mode without gradients (the
+    model's mode is restored afterwards)."""
     device = torch.device(device)
     to_flag = torch.tensor([CLASS_FLAG_VALUES[c] for c in model.classes], dtype=torch.uint8)
     cloud = tuple(c in CLOUD_CLASSES for c in model.classes)  # decided as the product does
