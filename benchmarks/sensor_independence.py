@@ -25,6 +25,7 @@ Uncertainty: 90 % intervals of every gap from ``--boot`` bootstrap resamples of 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -104,17 +105,6 @@ def gap_with_interval(seen: np.ndarray, unseen: np.ndarray, boot: int,
     return {"gap": gap, "lo": float(lo), "hi": float(hi)}
 
 
-def generator_settings(meta: dict[str, Any]) -> dict[str, Any]:
-    """The synthetic config the model was trained with (its provenance; JSON lists)."""
-    gen = (meta.get("provenance") or {}).get("generator") or {}
-    return dict(gen.get("config") or {})
-
-
-def _tuples(value: Any) -> Any:
-    """JSON lists -> tuples, recursively (SyntheticConfig takes tuples)."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
 def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple[list[str],
               list[str]], rng: np.random.Generator) -> dict[str, Any]:
     from xsensei.training.synthetic import SceneGenerator, SyntheticConfig
@@ -128,10 +118,9 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
     if choice.trained and trained_on:
         raise SystemExit(f"{choice.name}: {', '.join(trained_on)} not in its holdout_sensors "
                          f"{sorted(holdout)}; pass --unseen with held-out sensors only")
-    settings = generator_settings(meta)
-    settings["size"] = args.size
-    gen = SceneGenerator(SyntheticConfig(**{k: _tuples(v) for k, v in settings.items()}),
-                         seed=args.seed)
+    # the model's own training distribution (physics version included), at --size
+    drawn = SyntheticConfig.from_record((meta.get("provenance") or {}).get("generator") or {})
+    gen = SceneGenerator(dataclasses.replace(drawn, size=args.size), seed=args.seed)
     model = load_model(choice.ref)
     start = time.perf_counter()
     scenes = [gen.scene(i) for i in range(args.scenes)]
@@ -161,8 +150,8 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
                     counts[key], group_counts("unseen", "reflective", [u]), args.boot, rng)
     label = choice.name if choice.source == "packaged" else f"{choice.name} ({choice.ref})"
     return {"model": choice.name, "ref": choice.ref, "label": label, "trained": choice.trained,
-            "generator": settings, "holdout_sensors": sorted(holdout), "sets": sets,
-            "gaps": gaps, "seconds": time.perf_counter() - start}
+            "generator": dataclasses.asdict(gen.config), "holdout_sensors": sorted(holdout),
+            "sets": sets, "gaps": gaps, "seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:

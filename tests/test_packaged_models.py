@@ -31,6 +31,37 @@ def test_shipped_model_says_what_it_was_trained_on(name: str, segmenter: str) ->
     assert meta["architecture"]["segmenter"]["name"] == segmenter
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "training"
+#: (model, recipe that trained its weights, recipe of its parent or None)
+RECIPE_OF = [("sensei-deeplab", "default_deeplab_finetune.json", "default_deeplab.json"),
+             ("sensei-pixelnet", "fast_pixelnet.json", None)]
+
+
+@pytest.mark.parametrize(("name", "recipe", "parent_recipe"), RECIPE_OF)
+def test_recipes_draw_the_data_the_shipped_weights_record(
+        name: str, recipe: str, parent_recipe: str | None) -> None:
+    """Re-running a recipe must draw the shipped weights' training scenes: same generator
+    settings and physics version (generator 1.0 for the version-1 models) and precision."""
+    from xsensei.training.synthetic import SyntheticConfig
+    from xsensei.training.train import TrainConfig, _generator_info, _synthetic_config
+
+    prov = read_metadata(packaged_models()[name])["provenance"]
+    pairs = [(prov, recipe)]
+    if parent_recipe is not None:
+        pairs.append((prov["parent"]["provenance"], parent_recipe))
+    for recorded, file in pairs:
+        cfg = TrainConfig.from_json(RECIPES / file)
+        trained = SyntheticConfig.from_record(recorded["generator"])
+        assert _synthetic_config(cfg, cfg.crop) == trained, file
+        assert _generator_info(cfg)["version"] == trained.physics, file
+        assert cfg.synthetic_seed == recorded["generator"]["seed"], file
+        if cfg.precision != "auto":
+            assert cfg.precision == recorded["precision"], file
+    # the version-1 models were trained on generator 1.0, version 2 on 1.1
+    assert SyntheticConfig.from_record(prov["generator"]).physics == (
+        "1.1" if parent_recipe else "1.0")
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_loads_by_name(name: str) -> None:
     model = xsensei.load_model(name)

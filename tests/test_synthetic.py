@@ -333,6 +333,24 @@ def test_clear_ocean_carries_rayleigh_path_reflectance() -> None:
         assert dark_blue > 3 * max(dark_nir, 0.005), (index, dark_blue, dark_nir)
 
 
+def test_physics_1_0_draws_the_same_scenes_with_the_old_image_formation() -> None:
+    """Recipes of the version-1 models select physics 1.0: the same scenes and labels, the
+    weak Rayleigh path (clear water darker in the blue) and the uncapped multiple reflection
+    of that generator (scene 6's snow under thick cloud blows up), so their data is redrawn."""
+    ocean = dict(size=64, layout_weights=(("ocean", 1.0),),
+                 low_cloud_weights=(("none", 1.0),), cirrus_prob=0.0)
+    new = SceneGenerator(SyntheticConfig(**ocean), seed=4)
+    old = SceneGenerator(SyntheticConfig(**ocean, physics="1.0"), seed=4)
+    blue = sensor_bandset("sentinel-2a", ["B01"])
+    for index in range(3):
+        a, b = new.sample(blue, index), old.sample(blue, index)
+        assert np.array_equal(a.label, b.label) and a.meta == b.meta
+        assert np.quantile(b.image, 0.01) < np.quantile(a.image, 0.01) - 0.03, index
+    snow = SceneGenerator(SyntheticConfig(size=128, physics="1.0"), seed=0)
+    image = snow.render(snow.scene(6), sensor_bandset("sentinel-2a")).image
+    assert np.abs(image).max() > 5.0  # the bound the 1.1 test holds scene 6 to
+
+
 def test_bandset_rejects_inconsistent_input() -> None:
     with pytest.raises(ValueError):
         BandSet(("a",), np.array([[500.0, 550.0, 600.0]]), ("visible",))
@@ -347,6 +365,8 @@ def test_config_validation() -> None:
         SyntheticConfig(tau_thin=10.0, tau_thick=8.0)
     with pytest.raises(ValueError):
         SyntheticConfig(layout_weights=(("moon", 1.0),))
+    with pytest.raises(ValueError, match=r"physics version '0.9'.*'1.0', '1.1'"):
+        SyntheticConfig(physics="0.9")
 
 
 def test_parametric_library_works_without_earthlib() -> None:

@@ -24,6 +24,7 @@ from xsensei.training.train import (
     TrainResult,
     _batches,
     _build_model,
+    _generator_info,
     _training_data,
     add_parser,
     predict_valset,
@@ -144,6 +145,13 @@ def test_recipes_parse() -> None:
         cfg = TrainConfig.from_json(root / name)
         assert cfg.time_budget_s is not None and cfg.time_budget_s <= 2 * 3600
         assert {"landsat-7", "sentinel-3a-slstr"} <= set(cfg.holdout_sensors)
+    # the version-1 models draw generator 1.0 data in fp32, as they were trained
+    parent = TrainConfig.from_json(root / "default_deeplab.json")
+    assert parent.precision == "fp32"
+    assert _generator_info(parent)["version"] == "1.0"
+    assert _generator_info(TrainConfig.from_json(root / "fast_pixelnet.json"))["version"] == "1.0"
+    finetune = TrainConfig.from_json(root / "default_deeplab_finetune.json")
+    assert _generator_info(finetune)["version"] == "1.1"
 
 
 def test_cosine_schedule() -> None:

@@ -763,9 +763,9 @@ def _generator_info(config: TrainConfig) -> dict[str, Any]:
     from xsensei import __version__
     from xsensei.training import synthetic
 
-    version = getattr(synthetic, "GENERATOR_VERSION", None) or getattr(
-        synthetic, "__version__", None)
     cfg = _synthetic_config(config, config.crop)
+    # the physics a recipe selects is the version of the data it draws (1.0 recipes stay 1.0)
+    version = cfg.physics or getattr(synthetic, "GENERATOR_VERSION", None)
     return {
         "module": "xsensei.training.synthetic",
         "version": version or f"xsensei {__version__}",

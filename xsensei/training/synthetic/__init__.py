@@ -19,6 +19,7 @@ from xsensei.training.synthetic.bands import (
 )
 from xsensei.training.synthetic.scenes import (
     LABELS,
+    PHYSICS_VERSIONS,
     Sample,
     Scene,
     SceneGenerator,
@@ -26,13 +27,15 @@ from xsensei.training.synthetic.scenes import (
 )
 from xsensei.training.synthetic.spectra import GRID_NM, SURFACE_CLASSES
 
-#: Bump when a change alters what a given (config, seed, index) generates; recorded in the
-#: provenance of trained weights.
-GENERATOR_VERSION = "1.1"  # 1.1: bounded multiple reflection (no +-1e4 pixels)
+#: Newest image formation (``SyntheticConfig.physics``); bump, keeping the old one selectable,
+#: when a change alters what a given (config, seed, index) generates. 1.1: single-scattering
+#: Rayleigh path and transmittance, bounded multiple reflection (no +-1e4 pixels).
+GENERATOR_VERSION = PHYSICS_VERSIONS[-1]
 
 __all__ = [
     "GRID_NM",
     "LABELS",
+    "PHYSICS_VERSIONS",
     "SURFACE_CLASSES",
     "BandSet",
     "Sample",

@@ -64,6 +64,8 @@ _LAPSE_K_PER_KM = 6.5
 _TROPOPAUSE_KM = 11.0
 #: Upper bound of Rs * Rc in the surface <-> cloud multiple-reflection term 1 / (1 - Rs Rc).
 MAX_MULTIPLE_REFLECTION = 0.8
+#: Image-formation versions :class:`SyntheticConfig` can select (``physics``).
+PHYSICS_VERSIONS = ("1.0", "1.1")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ class SyntheticConfig:
 
     Labelling tau >= 1 water cloud as cloud made bright soils read as thin cloud in a
     feasibility test; tau >= 2 worked better. Change these to move the boundary.
+
+    ``physics`` selects the image formation, so that an old recipe still draws its data:
+    "1.1" (default) single-scattering Rayleigh path and transmittance, capped multiple
+    reflection; "1.0" (the version-1 models' generator) a weak ``0.02 x (450/lambda)^4``
+    Rayleigh path without transmittance and an uncapped ``1 / (1 - Rs Rc)``. Its
+    ``rayleigh_range`` was (0.5, 1.5): set it too, the default is 1.1's.
     """
 
     size: int = 256
@@ -123,8 +131,12 @@ class SyntheticConfig:
     shadows: bool = True
     field_resolution: int = 128  # low-resolution grid of the spectral fields
     library: str = "auto"  # "auto" | "earthlib" | "parametric"
+    physics: str = "1.1"  # image-formation version, see PHYSICS_VERSIONS
 
     def __post_init__(self) -> None:
+        if self.physics not in PHYSICS_VERSIONS:
+            raise ValueError(
+                f"unknown physics version {self.physics!r}; choose from {PHYSICS_VERSIONS}")
         if not 0 < self.tau_thin <= self.tau_thick:
             raise ValueError("need 0 < tau_thin <= tau_thick")
         if not 0 < self.tau_thin_ice <= self.tau_thick:
@@ -134,6 +146,18 @@ class SyntheticConfig:
         unknown = [k for k, _ in self.layout_weights if k not in LAYOUTS]
         if unknown:
             raise ValueError(f"unknown layouts {unknown}; choose from {LAYOUTS}")
+
+    @classmethod
+    def from_record(cls, generator: dict[str, Any]) -> SyntheticConfig:
+        """The config a checkpoint's ``provenance["generator"]`` records, to draw its training
+        distribution again (JSON lists become tuples). Records written before ``physics``
+        existed are physics 1.1 if their version says so, else 1.0."""
+        def tuples(value: Any) -> Any:
+            return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+        config = {k: tuples(v) for k, v in (generator.get("config") or {}).items()}
+        config.setdefault("physics", "1.1" if generator.get("version") == "1.1" else "1.0")
+        return cls(**config)
 
 
 @dataclass
@@ -428,13 +452,18 @@ class SceneGenerator:
         # 0.0088 lambda[um]^-4.05 (0.24 at 443 nm, 0.045 at 665 nm), path reflectance
         # tau P / (4 mu_s) (~0.1 at 443 nm: what makes real clear land bluish-bright at TOA),
         # surface seen through exp(-tau (1/mu_s + 1) / 2) (half the scattered light goes on)
-        mu_s = max(float(np.sin(scene.sun_elevation)), 0.3)
-        tau_r = 0.0088 * (centre / 1000.0) ** -4.05
-        rayleigh = tau_r * atm["rayleigh_scale"] / (4.0 * mu_s)
-        t_r = np.exp(-0.5 * tau_r * (1.0 / mu_s + 1.0))
+        legacy = self.config.physics == "1.0"
+        if legacy:  # version 1.0: weak power-law path, no Rayleigh transmittance
+            rayleigh = 0.02 * atm["rayleigh_scale"] * (450.0 / centre) ** 4
+            t0 = gas_t(0.0)
+        else:
+            mu_s = max(float(np.sin(scene.sun_elevation)), 0.3)
+            tau_r = 0.0088 * (centre / 1000.0) ** -4.05
+            rayleigh = tau_r * atm["rayleigh_scale"] / (4.0 * mu_s)
+            t_r = np.exp(-0.5 * tau_r * (1.0 / mu_s + 1.0))
+            t0 = gas_t(0.0) * t_r.astype(np.float32)
 
         # surface: endmembers integrated once (gas transmittance folded in), gathered per pixel
-        t0 = gas_t(0.0) * t_r.astype(np.float32)
         ends = (surf.spectra.astype(np.float64) @ weights.T).T.astype(np.float32)  # (nb, K)
         ends_t = ends * t0[:, None]
         rs = np.take(ends_t, surf.primary, axis=1)
@@ -480,7 +509,9 @@ class SceneGenerator:
                     tmp *= np.float32(shape[b] * layer.gain)
                     # Rs (sunlit slopes, snow) and Rc (gain, shape > 1) can each pass 1: cap
                     # the product as albedos <= ~0.9 would, or the term explodes to +-1e4
-                    np.minimum(tmp, np.float32(MAX_MULTIPLE_REFLECTION), out=tmp)
+                    # (version 1.0 did not)
+                    if not legacy:
+                        np.minimum(tmp, np.float32(MAX_MULTIPLE_REFLECTION), out=tmp)
                     np.subtract(np.float32(1.0), tmp, out=tmp)
                     band /= tmp
                 if absorb[b] > 1e-3:
