@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any, Self
 
 
+def tuplify(value: Any) -> Any:
+    """JSON lists -> tuples, recursively (config tuples must compare equal after a round trip)."""
+    if isinstance(value, list | tuple):
+        return tuple(tuplify(v) for v in value)
+    return value
+
+
 class JsonConfig:
     """``to_json`` / ``from_json`` over a config's own ``to_dict`` / ``from_dict``."""
 

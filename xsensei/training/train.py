@@ -63,7 +63,7 @@ from xsensei.nn.model import (
     CloudMaskModel,
     check_classes,
 )
-from xsensei.training._config import JsonConfig
+from xsensei.training._config import JsonConfig, tuplify
 from xsensei.training.augment import Augment
 from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
 from xsensei.training.metrics import ConfusionMatrix, json_safe
@@ -108,13 +108,6 @@ _STATE_FORMAT = 1
 
 
 # ------------------------------------------------------------------------------------- config
-def _tuplify(value: Any) -> Any:
-    """JSON lists -> tuples, recursively (config tuples must compare equal after a round trip)."""
-    if isinstance(value, list | tuple):
-        return tuple(_tuplify(v) for v in value)
-    return value
-
-
 def _plain(value: Any) -> Any:
     """Tuples -> lists and mappings -> dicts, recursively, for JSON."""
     if isinstance(value, Mapping):
@@ -221,10 +214,10 @@ class TrainConfig(JsonConfig):
 
         for name in ("classes", "bands", "random_bands", "holdout_sensors", "val_sensors",
                      "patch_stores"):
-            object.__setattr__(self, name, _tuplify(getattr(self, name)))
+            object.__setattr__(self, name, tuplify(getattr(self, name)))
         for name in ("sensors", "val_unseen"):
             if getattr(self, name) is not None:
-                object.__setattr__(self, name, _tuplify(getattr(self, name)))
+                object.__setattr__(self, name, tuplify(getattr(self, name)))
         object.__setattr__(self, "segmenter_kwargs", dict(self.segmenter_kwargs))
         object.__setattr__(self, "sensei", dict(self.sensei))
         object.__setattr__(self, "synthetic", dict(self.synthetic))
@@ -516,7 +509,7 @@ class ValSet:
 def _synthetic_config(config: TrainConfig, size: int) -> Any:
     from xsensei.training.synthetic import SyntheticConfig
 
-    kwargs = {k: _tuplify(v) for k, v in config.synthetic.items()}
+    kwargs = {k: tuplify(v) for k, v in config.synthetic.items()}
     kwargs.setdefault("size", size)
     return SyntheticConfig(**kwargs)
 
@@ -760,15 +753,11 @@ def _hardware(device: torch.device) -> dict[str, Any]:
 
 
 def _generator_info(config: TrainConfig) -> dict[str, Any]:
-    from xsensei import __version__
-    from xsensei.training import synthetic
-
     cfg = _synthetic_config(config, config.crop)
-    # the physics a recipe selects is the version of the data it draws (1.0 recipes stay 1.0)
-    version = cfg.physics or getattr(synthetic, "GENERATOR_VERSION", None)
     return {
         "module": "xsensei.training.synthetic",
-        "version": version or f"xsensei {__version__}",
+        # the physics a recipe selects is the version of the data it draws (1.0 stays 1.0)
+        "version": cfg.physics,
         "source_sha256": _source_digest("xsensei.training.synthetic"),
         "config": _plain(dataclasses.asdict(cfg)),
         "seed": config.synthetic_seed,
@@ -894,7 +883,7 @@ def _build_model(config: TrainConfig) -> CloudMaskModel:
                 f"config's 'sensei' overrides {dict(config.sensei)} contradict"
             )
     else:
-        arch = {k: _tuplify(v) for k, v in {**SEnSeIConfig().to_dict(), **config.sensei}.items()}
+        arch = {k: tuplify(v) for k, v in {**SEnSeIConfig().to_dict(), **config.sensei}.items()}
         sensei = SEnSeI(SEnSeIConfig.from_dict(arch))
     return CloudMaskModel(config.segmenter, classes=config.classes, sensei=sensei,
                           segmenter_kwargs=dict(config.segmenter_kwargs))
@@ -914,7 +903,7 @@ def _training_data(config: TrainConfig) -> TrainingData:
 
     gen = SceneGenerator(_synthetic_config(config, config.crop), seed=config.synthetic_seed)
     augment = None if config.augment is None else Augment(
-        **{k: _tuplify(v) for k, v in config.augment.items()})
+        **{k: tuplify(v) for k, v in config.augment.items()})
     sampler = BandsetSampler.from_config(config)
     synthetic = _SyntheticTraining(
         gen, config.steps_per_epoch * config.batch, bandsets=sampler, crop=config.crop,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from xsensei.training._config import tuplify
 from xsensei.training.synthetic.bands import BandSet, band_weights
 from xsensei.training.synthetic.clouds import CloudLayer, make_cloud_layer, two_stream_reflectance
 from xsensei.training.synthetic.fields import Grid, Textures, bank_normals
@@ -152,10 +153,7 @@ class SyntheticConfig:
         """The config a checkpoint's ``provenance["generator"]`` records, to draw its training
         distribution again (JSON lists become tuples). Records written before ``physics``
         existed are physics 1.1 if their version says so, else 1.0."""
-        def tuples(value: Any) -> Any:
-            return tuple(tuples(v) for v in value) if isinstance(value, list) else value
-
-        config = {k: tuples(v) for k, v in (generator.get("config") or {}).items()}
+        config = {k: tuplify(v) for k, v in (generator.get("config") or {}).items()}
         config.setdefault("physics", "1.1" if generator.get("version") == "1.1" else "1.0")
         return cls(**config)
 
