@@ -195,7 +195,7 @@ def test_best_checkpoint_loads_and_masks(tiny_run: TrainResult) -> None:
     assert prov["data"].startswith("synthetic") and prov["seed"] == 3
     assert prov["steps"] == tiny_run.best_step
     assert prov["generator"]["seed"] == 0 and len(prov["generator"]["source_sha256"]) == 64
-    assert {"cpu", "torch"} <= set(prov["hardware"]) and prov["wall_time_s"] > 0
+    assert {"cpu", "torch", "cpu_capability"} <= set(prov["hardware"]) and prov["wall_time_s"] > 0
     assert meta["inference"] == {"window": 256, "overlap": 64}
     model = xsensei.load_model(tiny_run.best_path)
     assert model.classes == ("clear", "thick_cloud", "thin_cloud", "cloud_shadow")
@@ -412,3 +412,16 @@ def test_precise_batchnorm_replaces_running_averages_exactly() -> None:
     assert all(torch.equal(once[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="precise_bn_batches"):
         tiny_config(precise_bn_batches=-1)
+
+
+def test_hardware_record_names_the_cpu_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 weights depend on the kernels torch dispatches to; the record must say which."""
+    from xsensei.training._hardware import KERNEL_ENV, describe_hardware
+
+    for name in KERNEL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    plain = describe_hardware(torch.device("cpu"))
+    assert plain["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "kernel_env" not in plain
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert describe_hardware(torch.device("cpu"))["kernel_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,6 +58,7 @@ from xsensei.nn.heads import (
 )
 from xsensei.nn.sensei import SEnSeI, SEnSeIConfig
 from xsensei.training._config import JsonConfig
+from xsensei.training._hardware import describe_hardware
 from xsensei.weights.checkpoint import METADATA_KEY, tensor_digest
 
 __all__ = [
@@ -296,21 +296,6 @@ class _Validation:
         return batch_recovery_loss(sensei, heads, self.batch, self.chunk)
 
 
-def _hardware(device: torch.device) -> dict[str, Any]:
-    """Where a run happened, for the provenance of its weights."""
-    info: dict[str, Any] = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
@@ -527,7 +512,7 @@ class _Run:
             f"({self.config.val_samples} samples, seed {self.config.val_seed}); no L1 term",
             "train_seconds": self.seconds,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
-            "hardware": _hardware(self.device),
+            "hardware": describe_hardware(self.device),
         }
         _write_safetensors(self.out_dir / BEST_NAME, dict(self.sensei.state_dict()), meta)
 

@@ -39,7 +39,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -64,6 +63,7 @@ from xsensei.nn.model import (
     check_classes,
 )
 from xsensei.training._config import JsonConfig, tuplify
+from xsensei.training._hardware import describe_hardware
 from xsensei.training.augment import Augment
 from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
 from xsensei.training.metrics import ConfusionMatrix, json_safe
@@ -729,29 +729,6 @@ def _file_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _hardware(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "device": str(device),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def _generator_info(config: TrainConfig) -> dict[str, Any]:
     cfg = _synthetic_config(config, config.crop)
     return {
@@ -1059,7 +1036,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
             "holdout_sensors": list(config.holdout_sensors),
             "train_config": config.to_dict(),
             "init_sensei": init,
-            "hardware": _hardware(device),
+            "hardware": describe_hardware(device),
             "precision": precision,
             "wall_time_s": round(wall_before + time.perf_counter() - t_start, 1),
             "best_step": best_step,
@@ -1117,10 +1094,10 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
 
     inference = {"window": config.inference_window, "overlap": config.inference_overlap}
     if not resume:
-        write({"event": "start", "config": config.to_dict(), "hardware": _hardware(device),
+        write({"event": "start", "config": config.to_dict(), "hardware": describe_hardware(device),
                "precision": precision, "generator": generator})
     else:
-        write({"event": "resume", "step": step, "hardware": _hardware(device),
+        write({"event": "resume", "step": step, "hardware": describe_hardware(device),
                "precision": precision})
 
     stopped_by = "steps"
