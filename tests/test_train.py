@@ -416,7 +416,7 @@ def test_precise_batchnorm_replaces_running_averages_exactly() -> None:
 
 def test_hardware_record_names_the_cpu_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """fp32 weights depend on the kernels torch dispatches to; the record must say which."""
-    from xsensei.training._hardware import KERNEL_ENV, describe_hardware
+    from xsensei._hardware import KERNEL_ENV, describe_hardware
 
     for name in KERNEL_ENV:
         monkeypatch.delenv(name, raising=False)

@@ -44,6 +44,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from xsensei._hardware import describe_hardware
 from xsensei.errors import CheckpointError
 from xsensei.nn.heads import (
     CANDIDATE_LOSS_WEIGHT,
@@ -58,7 +59,6 @@ from xsensei.nn.heads import (
 )
 from xsensei.nn.sensei import SEnSeI, SEnSeIConfig
 from xsensei.training._config import JsonConfig
-from xsensei.training._hardware import describe_hardware
 from xsensei.weights.checkpoint import METADATA_KEY, tensor_digest
 
 __all__ = [

@@ -54,6 +54,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
+from xsensei._hardware import describe_hardware
 from xsensei.engine.dask import cloud_first_class
 from xsensei.nn.model import (
     CLASS_FLAG_VALUES,
@@ -63,9 +64,9 @@ from xsensei.nn.model import (
     check_classes,
 )
 from xsensei.training._config import JsonConfig, tuplify
-from xsensei.training._hardware import describe_hardware
 from xsensei.training.augment import Augment
 from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
+from xsensei.training.distill import distillation_loss, load_teacher, teacher_logits
 from xsensei.training.metrics import ConfusionMatrix, json_safe
 from xsensei.training.patches import NODATA_LABEL
 
@@ -125,7 +126,10 @@ class TrainConfig(JsonConfig):
     ``{"encoder_output_stride": 16}``), ``classes``, ``sensei`` (:class:`SEnSeIConfig`
     overrides) and ``init_sensei`` (path of a pre-trained SEnSeI, fine-tuned here, not frozen)
     or ``init_model`` (a whole trained model, packaged name or checkpoint path, to fine-tune:
-    its architecture and classes must match the recipe's).
+    its architecture and classes must match the recipe's). ``distill_from`` (packaged name or
+    checkpoint path): a frozen teacher that sees each sample without its thermal bands; the
+    loss becomes ``(1 - distill_weight) * CE + distill_weight * KL(teacher || student)``
+    (:mod:`xsensei.training.distill`).
 
     Data: ``crop`` px square samples from ``synthetic`` (:class:`SyntheticConfig` overrides;
     ``size`` defaults to ``crop``) scenes of generator seed ``synthetic_seed``; band sets from
@@ -158,6 +162,8 @@ class TrainConfig(JsonConfig):
     sensei: Mapping[str, Any] = field(default_factory=dict)
     init_sensei: str | None = None
     init_model: str | None = None
+    distill_from: str | None = None
+    distill_weight: float = 0.5
     # data
     crop: int = 128
     batch: int = 8
@@ -256,7 +262,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"random_bands must be (1 <= min <= max), got {self.random_bands}")
         probs = {"sensor_prob": self.sensor_prob, "real_fraction": self.real_fraction,
                  "random_thermal_prob": self.random_thermal_prob,
-                 "random_mwir_prob": self.random_mwir_prob}
+                 "random_mwir_prob": self.random_mwir_prob,
+                 "distill_weight": self.distill_weight}
         bad = [k for k, v in probs.items() if not 0.0 <= v <= 1.0]
         if bad:
             raise ValueError(f"{', '.join(bad)} must lie in [0, 1], got "
@@ -998,6 +1005,15 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
 
         path = resolve_model_path(config.init_model)
         init = {"model": str(config.init_model), "sha256": _file_digest(path)}
+    teacher = None
+    if config.distill_from:
+        from xsensei.weights.checkpoint import resolve_model_path
+
+        teacher = load_teacher(config.distill_from, device)
+        distill = {"model": str(config.distill_from),
+                   "sha256": _file_digest(resolve_model_path(config.distill_from)),
+                   "weight": config.distill_weight,
+                   "teacher_sees": "each sample without its thermal bands"}
     valsets = build_validation(config)
     data = _training_data(config)
     batches = _batches(data, config, step)
@@ -1036,6 +1052,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
             "holdout_sensors": list(config.holdout_sensors),
             "train_config": config.to_dict(),
             "init_sensei": init,
+            **({"distill": distill} if teacher is not None else {}),
             "hardware": describe_hardware(device),
             "precision": precision,
             "wall_time_s": round(wall_before + time.perf_counter() - t_start, 1),
@@ -1121,6 +1138,11 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
             with _autocast(device, precision):
                 logits = model(values, desc, mask)
             loss = F.cross_entropy(logits.float(), target, ignore_index=NODATA_LABEL)
+            if teacher is not None:
+                with _autocast(device, precision):
+                    guide = teacher_logits(teacher, values, desc, mask)
+                a = config.distill_weight
+                loss = (1.0 - a) * loss + a * distillation_loss(logits, guide)
             opt.zero_grad(set_to_none=True)
             loss_value = float(loss.detach())
             if math.isfinite(loss_value):

@@ -1,4 +1,4 @@
-"""Where a training run happened, for the provenance of the weights it writes.
+"""Where a run happened: for the provenance of trained weights and for benchmark records.
 
 fp32 results depend on the CPU kernels torch dispatches to (AVX2 vs AVX-512, oneDNN, MKL), so
 besides the CPU model the record names torch's CPU capability and any environment variable
@@ -18,7 +18,8 @@ import torch
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -33,7 +34,7 @@ def describe_hardware(device: torch.device) -> dict[str, Any]:
     """CPU / GPU, thread count, torch build and kernel selection of this process."""
     info: dict[str, Any] = {
         "device": str(device),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
