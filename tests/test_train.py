@@ -24,7 +24,6 @@ from xsensei.training.train import (
     TrainResult,
     _batches,
     _build_model,
-    _generator_info,
     _training_data,
     add_parser,
     predict_valset,
@@ -139,19 +138,16 @@ def test_predict_valset_is_what_validate_and_the_product_score() -> None:
 
 
 def test_recipes_parse() -> None:
+    """Every supervised recipe in training/ parses, fits the 2-hour budget and holds out the
+    sensors the sensor-independence benchmark tests (the shipped chains' data and precision
+    are checked against their weights in test_packaged_models.py)."""
     root = Path(__file__).resolve().parents[1] / "training"
-    for name in ("default_deeplab.json", "fast_pixelnet.json", "default_deeplab_finetune.json",
-                 "default_deeplab_thermal.json"):
-        cfg = TrainConfig.from_json(root / name)
-        assert cfg.time_budget_s is not None and cfg.time_budget_s <= 2 * 3600
-        assert {"landsat-7", "sentinel-3a-slstr"} <= set(cfg.holdout_sensors)
-    # the version-1 models draw generator 1.0 data in fp32, as they were trained
-    parent = TrainConfig.from_json(root / "default_deeplab.json")
-    assert parent.precision == "fp32"
-    assert _generator_info(parent)["version"] == "1.0"
-    assert _generator_info(TrainConfig.from_json(root / "fast_pixelnet.json"))["version"] == "1.0"
-    finetune = TrainConfig.from_json(root / "default_deeplab_finetune.json")
-    assert _generator_info(finetune)["version"] == "1.1"
+    recipes = sorted(f for f in root.glob("*.json") if not f.name.startswith("pretrain"))
+    assert len(recipes) >= 4
+    for path in recipes:
+        cfg = TrainConfig.from_json(path)
+        assert cfg.time_budget_s is not None and cfg.time_budget_s <= 2 * 3600, path.name
+        assert {"landsat-7", "sentinel-3a-slstr"} <= set(cfg.holdout_sensors), path.name
 
 
 def test_cosine_schedule() -> None:
@@ -425,3 +421,20 @@ def test_hardware_record_names_the_cpu_kernels(monkeypatch: pytest.MonkeyPatch) 
     assert "kernel_env" not in plain
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert describe_hardware(torch.device("cpu"))["kernel_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def test_freeze_segmenter_trains_sensei_only(tmp_path: Path) -> None:
+    """The segmenter's weights and batch-norm statistics stay exactly as loaded."""
+    first = train(tiny_config(steps=2, eval_every=100, val_scenes=1), tmp_path / "a",
+                  progress=False)
+    start = _weights(first.last_path)
+    cfg = tiny_config(steps=3, eval_every=2, val_scenes=1, init_model=str(first.last_path),
+                      freeze_segmenter=True)
+    tuned = _weights(train(cfg, tmp_path / "b", progress=False).last_path)
+    seg = [k for k in start if k.startswith("segmenter.")]
+    sensei = [k for k in start if k.startswith("sensei.")]
+    assert seg and sensei
+    assert all(torch.equal(start[k], tuned[k]) for k in seg)
+    assert any(not torch.equal(start[k], tuned[k]) for k in sensei)
+    with pytest.raises(ValueError, match="precise_bn_batches"):
+        tiny_config(freeze_segmenter=True, precise_bn_batches=4)

@@ -129,7 +129,9 @@ class TrainConfig(JsonConfig):
     its architecture and classes must match the recipe's). ``distill_from`` (packaged name or
     checkpoint path): a frozen teacher that sees each sample without its thermal bands; the
     loss becomes ``(1 - distill_weight) * CE + distill_weight * KL(teacher || student)``
-    (:mod:`xsensei.training.distill`).
+    (:mod:`xsensei.training.distill`). ``freeze_segmenter``: train SEnSeI only; the segmenter's
+    weights and batch-norm statistics stay as loaded (it runs in eval mode), so inputs whose
+    SEnSeI features do not change keep their answers exactly.
 
     Data: ``crop`` px square samples from ``synthetic`` (:class:`SyntheticConfig` overrides;
     ``size`` defaults to ``crop``) scenes of generator seed ``synthetic_seed``; band sets from
@@ -164,6 +166,7 @@ class TrainConfig(JsonConfig):
     init_model: str | None = None
     distill_from: str | None = None
     distill_weight: float = 0.5
+    freeze_segmenter: bool = False
     # data
     crop: int = 128
     batch: int = 8
@@ -280,6 +283,9 @@ class TrainConfig(JsonConfig):
                 f"{leaked} are in holdout_sensors: a held-out sensor cannot be trained on or "
                 "used as a 'seen' validation sensor"
             )
+        if self.freeze_segmenter and self.precise_bn_batches:
+            raise ValueError("freeze_segmenter keeps the segmenter's batch-norm statistics as "
+                             "loaded; set precise_bn_batches to 0")
         if self.precise_bn_batches < 0:
             raise ValueError(f"precise_bn_batches must be >= 0, got {self.precise_bn_batches}")
         if self.inference_overlap >= self.inference_window:
@@ -962,6 +968,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     model = _build_model(config).to(device)
+    if config.freeze_segmenter:
+        model.segmenter.requires_grad_(False)
     opt = _build_optimizer(config, model)
     schedule = LRSchedule(config.schedule, config.lr, config.steps, config.warmup_steps,
                           config.min_lr, config.plateau_factor, config.plateau_patience)
@@ -1131,6 +1139,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
             lr = schedule.lr(step)
             for group in opt.param_groups:
                 group["lr"] = lr
+            if config.freeze_segmenter:
+                model.segmenter.eval()  # validation and checkpoints switch modes back
             values = batch["values"].to(device, non_blocking=True)
             desc = batch["descriptors"].to(device)
             mask = batch["band_mask"].to(device)
