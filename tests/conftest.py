@@ -24,6 +24,15 @@ from xsensei.nn.model import CloudMaskModel
 from xsensei.weights.checkpoint import save_model
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """Training sets torch's thread count; a test must not leave it changed for the next one
+    (float results that tests compare exactly depend on it)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def _rule_labels(scene: np.ndarray, pool: int) -> torch.Tensor:
     mean = torch.from_numpy(scene).mean(0)[None, None]
     if pool > 1:
