@@ -91,7 +91,6 @@ def test_student_learns_to_answer_with_thermal_bands_as_teacher_does_without() -
 
 
 def test_training_with_a_teacher_records_it(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     base = dict(name="tiny", segmenter="pixelnet", crop=32, batch=4, lr=1e-3, warmup_steps=1,
                 val_scenes=1, val_size=32, val_sensors=("landsat-8",), val_unseen=("landsat-7",),
                 eval_every=100, checkpoint_every=100, log_every=1, threads=1, workers=0,

@@ -16,17 +16,16 @@ them, and the label term lets it use them where they help.
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from xsensei.band_metadata import THERMAL_CENTRE_NM
-from xsensei.descriptors import ENCODING_OFFSET_NM
+from xsensei.descriptors import encode_wavelengths
 from xsensei.nn.model import CloudMaskModel
 
 #: Encoded descriptor centre above which a band is thermal (``THERMAL_CENTRE_NM``).
-THERMAL_CENTRE_ENCODED = math.log10(THERMAL_CENTRE_NM - ENCODING_OFFSET_NM) - 2.0
+THERMAL_CENTRE_ENCODED = float(encode_wavelengths(np.full(3, THERMAL_CENTRE_NM))[1])
 
 
 def reflective_band_mask(descriptors: torch.Tensor, band_mask: torch.Tensor) -> torch.Tensor:
