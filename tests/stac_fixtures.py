@@ -164,9 +164,15 @@ def direct_mask(cat: TestCatalog, collection: str, model: Path) -> np.ndarray:
 
 
 def done_count(store: Path) -> int:
-    """Chunks recorded done in a store's manifest (one file per done chunk; 0 is never written)."""
+    """Chunks recorded done in a store's manifest (one file per done chunk; 0 is never written).
+
+    zarr's local store writes ``<chunk>.<uuid>.partial`` and renames it; a process killed in
+    between leaves that file behind, and it is not a done chunk.
+    """
     root = store / "_xsensei" / "done" / "c"
-    return sum(len(files) for _, _, files in os.walk(root)) if root.exists() else 0
+    if not root.exists():
+        return 0
+    return sum(not f.endswith(".partial") for _, _, files in os.walk(root) for f in files)
 
 
 # --------------------------------------------------------------------------------------------
