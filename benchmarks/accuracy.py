@@ -85,7 +85,7 @@ def _row(scene: dict[str, Any], model: str, bands: str, res: dict[str, Any] | No
     if skipped:
         row["skipped"] = skipped
     elif res is not None:
-        row.update({k: res.get(k) for k in (*SCORES, "n")})
+        row.update({k: res.get(k) for k in (*SCORES, "n", "boundary")})
         row["band_names"] = res.get("bands")
     ref = REFERENCE_F1.get(scene["file"], {}).get(model)
     if ref is not None and bands == "all":
@@ -102,10 +102,11 @@ def score_model(scene: dict[str, Any], ref: str, bands: list[str] | str | None
 
 def score_mask(scene: dict[str, Any], pred: np.ndarray) -> dict[str, Any]:
     from xsensei.training.evaluate import NPZ_LABELS
-    from xsensei.training.metrics import ConfusionMatrix
+    from xsensei.training.metrics import ConfusionMatrix, boundary_scores
 
-    cm = ConfusionMatrix().update(NPZ_LABELS(scene["mask"]), pred.astype(np.uint8))
-    return cm.scores()
+    truth, pred = NPZ_LABELS(scene["mask"]), pred.astype(np.uint8)
+    return {**ConfusionMatrix().update(truth, pred).scores(),
+            "boundary": boundary_scores(truth, pred)}
 
 
 def score_peers(scene: dict[str, Any], peers: dict[str, Any], threads: int

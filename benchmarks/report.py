@@ -70,16 +70,22 @@ def memory(path: Path, data: dict[str, Any]) -> list[str]:
 
 
 def accuracy(path: Path, data: dict[str, Any]) -> list[str]:
-    lines = ["| scene | labels | model | bands | OA | BA | precision | recall | F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scene | labels | model | bands | OA | BA | precision | recall | F1 "
+             "| errors at edges | F1 off edges |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         if "skipped" in r:
             continue
+        edge = r.get("boundary") or {}
         lines.append(f"| {r['file'].removesuffix('.npz')} | {r['labels']} | {r['model']} | "
                      f"{r['bands']} | " + " | ".join(_num(r[k], ".1f") for k in
                                                       ("OA", "BA", "precision", "recall", "F1"))
-                     + " |")
-    return [*lines, "", *_targets(data), "", _source(path, data)]
+                     + f" | {_num(edge.get('errors_in_band'), '.0f')} % | "
+                     f"{_num(edge.get('F1_outside_band'), '.1f')} |")
+    return [*lines, "", "Errors at edges: share of the cloud-vs-rest errors within 3 px of a "
+            "labelled cloud edge; F1 off edges: F1 over the other pixels "
+            "(`xsensei.training.metrics.boundary_scores`).", "", *_targets(data), "",
+            _source(path, data)]
 
 
 def sensor_independence(path: Path, data: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ import xarray as xr
 import xsensei
 from xsensei.nn.model import CloudMaskModel
 from xsensei.training.evaluate import (
+    NPZ_LABELS,
     BrightnessThreshold,
     add_parser,
     evaluate_npz,
@@ -32,6 +33,7 @@ from xsensei.training.evaluate import (
     evaluate_store,
     select_bands,
 )
+from xsensei.training.metrics import boundary_scores
 from xsensei.training.patches import build_store, export_paper_dirs, patches_from_xarray
 from xsensei.weights.checkpoint import save_model
 
@@ -105,6 +107,9 @@ def test_npz_scores_match_a_mask_computed_directly(pixelnet: str) -> None:
     _check(result, _scores(mask == 1, pred_cloud, mask != 255))
     assert result["bands"] == names and result["model"] == "untrained-pixelnet"
     assert result["per_class"]["cloud"]["F1"] == pytest.approx(result["F1"])
+    edge = boundary_scores(NPZ_LABELS(mask), np.where(pred_cloud, 4, 0))
+    assert result["boundary"] == pytest.approx(edge)
+    assert 0 <= edge["errors_in_band"] <= 100 and edge["radius_px"] == 3
     # only RGB: the same scene with three bands
     rgb = evaluate_npz(UKIS, model=pixelnet, bands=["red", "green", "blue"])
     assert rgb["bands"] == ["S2_B04", "S2_B03", "S2_B02"]
@@ -210,6 +215,7 @@ def test_command_line_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "ukis_sentinel2_512.npz" in text and "88.9" in text and "85.8" in text
+    assert text.count("px of the labelled cloud edges") == 2
     rows = json.loads(out.read_text())
     assert [r["source"] for r in rows] == [str(UKIS), str(CLOUD38)]
     assert rows[0]["bands"] == ["S2_B04", "S2_B03", "S2_B02"]

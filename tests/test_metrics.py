@@ -13,6 +13,8 @@ from xsensei.training.metrics import (
     BinaryCounts,
     ConfusionMatrix,
     TaggedConfusion,
+    boundary_band,
+    boundary_scores,
     cloud_scores,
     json_safe,
     scores_from_counts,
@@ -108,3 +110,51 @@ def test_rejects_bad_inputs() -> None:
         ConfusionMatrix().update(np.zeros(3, np.uint8), np.zeros(4, np.uint8))
     with pytest.raises(ValueError, match="integers 0-255"):
         ConfusionMatrix().update(np.zeros(3, np.float32), np.zeros(3))
+
+
+def _square_scene() -> np.ndarray:
+    """20 x 20 clear scene (0) with a 6 x 6 labelled cloud (4) and an unlabelled corner."""
+    truth = np.zeros((20, 20), dtype=np.uint8)
+    truth[5:11, 5:11] = 4
+    truth[:2, 18:] = 255
+    return truth
+
+
+def test_boundary_band_hugs_the_labelled_cloud_edge() -> None:
+    truth = _square_scene()
+    band = boundary_band(truth, radius=1)
+    # within 1 px (square) of both cloud and labelled clear: the 8 x 8 ring minus the 4 x 4 core
+    expect = np.zeros_like(band)
+    expect[4:12, 4:12] = True
+    expect[6:10, 6:10] = False
+    np.testing.assert_array_equal(band, expect)
+    assert not boundary_band(truth, radius=0).any()
+    assert not boundary_band(np.zeros((5, 5), np.uint8)).any()  # no cloud, no edge
+    with pytest.raises(ValueError, match="2-D"):
+        boundary_band(truth[None])
+
+
+def test_boundary_scores_tell_edge_errors_from_missed_clouds() -> None:
+    truth = _square_scene()
+    shifted = np.zeros_like(truth)
+    shifted[6:12, 6:12] = 1  # the same cloud drawn 1 px down and right
+    edge = boundary_scores(truth, shifted, radius=2)
+    assert edge["errors_in_band"] == 100.0 and edge["F1_outside_band"] == 100.0
+    assert edge["F1_in_band"] < 100.0
+    n_band = int(boundary_band(truth, radius=2).sum())
+    assert edge["boundary_share"] == pytest.approx(100 * n_band / int((truth != 255).sum()))
+    # a 7 x 7 thin cloud elsewhere, missed: its 3 x 3 core lies > 2 px from any clear pixel
+    truth2 = truth.copy()
+    truth2[12:19, 12:19] = 2
+    far = boundary_scores(truth2, shifted, radius=2)
+    cloud2, cloud_pred = np.isin(truth2, [1, 2, 4]), np.isin(shifted, [1, 2, 4])
+    wrong = int(((truth2 != 255) & (cloud2 != cloud_pred)).sum())
+    assert wrong == 6 + 6 + 6 + 6 + 49 - 2  # the shifted square's L-shaped edges, + the miss
+    assert far["errors_in_band"] == pytest.approx(100 * (wrong - 9) / wrong)
+    assert far["F1_outside_band"] < 100.0
+    # unlabelled truth and no-data predictions are not scored
+    nodata = shifted.copy()
+    nodata[5, 5] = 255
+    assert boundary_scores(truth, nodata, radius=2)["errors_in_band"] == 100.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        boundary_scores(truth, shifted[:-1])

@@ -25,7 +25,12 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from xsensei.training.metrics import ConfusionMatrix, TaggedConfusion, json_safe
+from xsensei.training.metrics import (
+    ConfusionMatrix,
+    TaggedConfusion,
+    boundary_scores,
+    json_safe,
+)
 from xsensei.training.patches import (
     NODATA_LABEL,
     LabelMap,
@@ -220,7 +225,9 @@ def evaluate_npz(
     [wl_min, wl_center, wl_max] nm, masked with ``da.sensei.cloudmask(descriptors, model=...,
     **cloudmask_kwargs)``; ``bands`` keeps a subset (names or common names, e.g.
     ``["red", "green", "blue"]``). ``model="threshold"`` scores the brightness baseline instead.
-    Returns the scores (percent), ``n`` labelled pixels, ``per_class`` and provenance.
+    Returns the scores (percent), ``n`` labelled pixels, ``per_class``, ``boundary``
+    (:func:`~xsensei.training.metrics.boundary_scores`: how much of the error lies within 3 px
+    of the labelled cloud edges) and provenance.
     """
     _check_kwargs(cloudmask_kwargs)
     path = Path(path)
@@ -251,7 +258,7 @@ def evaluate_npz(
         pred = np.asarray(da.sensei.cloudmask(wl[sel], model=model, **cloudmask_kwargs).values)
     cm = ConfusionMatrix().update(truth, pred)
     return _result(str(path), "npz", model, cm, bands=[names[i] for i in sel], sensor=sensor,
-                   label_type=label_type)
+                   label_type=label_type, boundary=boundary_scores(truth, pred))
 
 
 # =============================================================================================
@@ -460,6 +467,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("NOTE: this checkpoint is marked untrained; its scores say nothing about cloud "
               "masking quality", file=sys.stderr)
     print(format_table(results))
+    for r in results:
+        b = r.get("boundary")
+        if b and b["errors_in_band"] == b["errors_in_band"]:  # NaN when there is no error
+            print(f"{Path(str(r['source'])).name}: {_fmt(b['errors_in_band'])} % of the errors "
+                  f"lie within {b['radius_px']} px of the labelled cloud edges "
+                  f"({_fmt(b['boundary_share'])} % of the pixels); F1 away from them "
+                  f"{_fmt(b['F1_outside_band'])}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(json_safe(results), indent=1) + "\n",
                                         encoding="utf-8")

@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from xsensei.band_metadata import THERMAL_CENTRE_NM
+
 if TYPE_CHECKING:
     import pystac
     import xarray as xr
@@ -1012,7 +1014,7 @@ def write_paper_dir(patch: Patch, directory: str | os.PathLike[str]) -> Path:
         "spacecraft_id": patch.metadata.get("sensor"),
         "scene_id": patch.metadata.get("scene_id"),
         "bands": list(names),
-        "band_types": ["TOA Normalised Brightness Temperature" if c > 3000 else
+        "band_types": ["TOA Normalised Brightness Temperature" if c > THERMAL_CENTRE_NM else
                        "TOA Reflectance" for c in desc[:, 1]],
         "band_centres": desc[:, 1].tolist(),
         "band_widths": (desc[:, 2] - desc[:, 0]).tolist(),

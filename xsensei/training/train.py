@@ -1008,15 +1008,13 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
                                                   "samples_seen", "val_loss", "train_seconds",
                                                   "hardware")},
         }
-    if config.init_model:
-        from xsensei.weights.checkpoint import resolve_model_path
+    from xsensei.weights.checkpoint import resolve_model_path
 
+    if config.init_model:
         path = resolve_model_path(config.init_model)
         init = {"model": str(config.init_model), "sha256": _file_digest(path)}
     teacher = None
     if config.distill_from:
-        from xsensei.weights.checkpoint import resolve_model_path
-
         teacher = load_teacher(config.distill_from, device)
         distill = {"model": str(config.distill_from),
                    "sha256": _file_digest(resolve_model_path(config.distill_from)),
