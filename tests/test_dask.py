@@ -18,6 +18,7 @@ import xarray as xr
 import xsensei
 from xsensei.engine import runtime
 from xsensei.engine.tiling import WindowSpec, window_starts
+from xsensei.errors import InputError
 from xsensei.nn.model import CloudMaskModel
 from xsensei.nn.segmenters import PixelNet
 from xsensei.weights.checkpoint import save_model
@@ -294,6 +295,29 @@ def test_resolution_runs_coarse_and_returns_the_native_grid(deeplab_ckpt, demo_d
     mask = fine[256].argmax(axis=0)
     assert (mask[::2, ::2] == mask[1::2, 1::2]).all()
     assert (mask[::2, ::2] == mask[::2, 1::2]).all()
+
+
+def test_resolution_says_when_it_cannot_honour_the_request(deeplab_ckpt, demo_desc) -> None:
+    """xsensei only coarsens, by whole pixels: a finer or off-multiple request warns with the
+    pixel size the model actually runs at; an impossible one raises."""
+    scene = xsensei.demo_scene(128, seed=7).chunk({"y": 64, "x": 64})  # 30 m
+    kwargs = {"descriptors": demo_desc, "model": deeplab_ckpt}
+    native = xsensei.cloudmask(scene, **kwargs).values
+    with pytest.warns(UserWarning, match=r"resolution=15 m is finer than the data's grid.*"
+                                         r"runs at 30 m.*pass resolution=30"):
+        fine = xsensei.cloudmask(scene, resolution=15, **kwargs)
+    np.testing.assert_array_equal(fine.values, native)
+    with pytest.warns(UserWarning, match=r"resolution=45 m is not a whole multiple.*runs at 60 m"):
+        off = xsensei.cloudmask(scene, resolution=45, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = xsensei.cloudmask(scene, resolution=60, **kwargs)
+        near = xsensei.cloudmask(scene, resolution=np.float32(31.0), **kwargs)  # within 10 %
+    np.testing.assert_array_equal(off.values, exact.values)
+    np.testing.assert_array_equal(near.values, native)
+    for bad in (0, -30, float("nan"), "20 m"):
+        with pytest.raises(InputError, match="resolution= must be a positive pixel size"):
+            xsensei.cloudmask(scene, resolution=bad, **kwargs)
 
 
 # --- input layouts ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from xsensei._warnings import warn_user
 from xsensei.descriptors import encode_wavelengths
 from xsensei.engine import runtime
 from xsensei.engine.dask import BlockTask, Output, predict_dask, predict_numpy
@@ -205,6 +206,31 @@ def _native_resolution(arr: xr.DataArray, ydim: str, xdim: str) -> float | None:
         return None
 
 
+def coarsening_factor(resolution: float, native: float) -> int:
+    """Whole-pixel block size for ``resolution=`` (xsensei coarsens; it never upsamples).
+
+    Warns when the model will not run at the requested pixel size: a request finer than the
+    grid, or more than 10 % away from a whole multiple of it.
+    """
+    requested = resolution
+    try:
+        resolution = float(resolution)
+    except (TypeError, ValueError):
+        resolution = float("nan")
+    if not (np.isfinite(resolution) and resolution > 0):
+        raise InputError(f"resolution= must be a positive pixel size in metres, got "
+                         f"{requested!r}")
+    factor = max(1, round(resolution / native))
+    effective = factor * native
+    if abs(effective - resolution) > 0.1 * resolution:
+        why = ("is finer than the data's grid (xsensei does not upsample)" if resolution < native
+               else "is not a whole multiple of the data's pixel size")
+        warn_user(f"resolution={resolution:g} m {why}: the model runs at {effective:g} m "
+                  f"(blocks of {factor} x {factor} pixels of {native:g} m); pass "
+                  f"resolution={effective:g} to ask for that")
+    return factor
+
+
 def _coarsen(values: da.Array, factor: int) -> da.Array:
     """Block-mean by ``factor`` on y/x anchored at the scene origin (NaN-aware, NaN padding)."""
     _, _, ny, nx = values.shape
@@ -323,7 +349,7 @@ def cloudmask(
         native = _native_resolution(arr, ydim, xdim)
         if native is None:
             raise InputError("resolution= needs a grid with a known pixel size (a CRS transform)")
-        factor = max(1, round(resolution / native))
+        factor = coarsening_factor(resolution, native)
     if factor > 1:
         prepared = prepare_lazily(values, prepare)
         task = _task(loaded, resolved.wavelengths_nm, output, Preparer(), spec, **options)
