@@ -18,6 +18,10 @@ Why a held-out sensor scores lower has two parts, which the other rows separate:
   part of the gap due to band descriptors and response curves the model never met; the rest is
   band *content* (e.g. SLSTR has no blue band), which no model can make up for.
 
+The target is checked on what the product computes (gap ``product``): all bands, or, for a
+model whose checkpoint says ``"thermal_bands": "ignore"``, the reflective ones; the ``full``
+gap (the network given every band) is reported beside it.
+
 Uncertainty: 90 % intervals of every gap from ``--boot`` bootstrap resamples of the scenes
 (the same resample for seen and unseen, since the scenes are shared).
 """
@@ -109,7 +113,12 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
               list[str]], rng: np.random.Generator) -> dict[str, Any]:
     from xsensei.training.synthetic import SceneGenerator, SyntheticConfig
     from xsensei.training.train import render_valset
-    from xsensei.weights.checkpoint import load_model, read_metadata, resolve_model_path
+    from xsensei.weights.checkpoint import (
+        load_model,
+        read_metadata,
+        resolve_model_path,
+        thermal_policy,
+    )
 
     meta = read_metadata(resolve_model_path(choice.ref))
     holdout = set((meta.get("provenance") or {}).get("holdout_sensors") or ())
@@ -142,6 +151,10 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
         s, u = group_counts("seen", variant, seen), group_counts("unseen", variant, unseen)
         gaps[variant] = gap_with_interval(s, u, args.boot, rng)
         gaps[variant].update({"seen_F1": float(f1(s)), "unseen_F1": float(f1(u))})
+    # what the product computes: a model whose checkpoint ignores thermal bands never gets them
+    policy = thermal_policy(meta.get("inference") or {})
+    gaps["product"] = dict(gaps["reflective" if policy == "ignore" else "full"],
+                           thermal_bands=policy)
     for u in unseen:
         for s in seen:
             key = ("matched", f"{s} as {u}")
@@ -192,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     checks = []
     print()
     for r in results:
-        g = r["gaps"]["full"]
+        g = r["gaps"]["product"]
         ok = None if not r["trained"] else g["gap"] <= TARGET_GAP
-        text = f"{r['label']}: seen F1 - unseen F1 <= {TARGET_GAP:g} (all bands)"
+        bands = ("all bands" if g["thermal_bands"] == "use" else
+                 "thermal bands ignored, as its checkpoint tells the product")
+        text = f"{r['label']}: seen F1 - unseen F1 <= {TARGET_GAP:g} ({bands})"
         shown = (f"{g['seen_F1']:.1f} - {g['unseen_F1']:.1f} = {g['gap']:.1f} "
                  f"(90 % {g['lo']:.1f} .. {g['hi']:.1f})")
         checks.append({"text": text, "pass": ok, "shown": shown})

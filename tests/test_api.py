@@ -556,6 +556,65 @@ def test_real_landsat8_zero_border_is_nodata_by_default(pixelnet):
     assert (mask[border] == 255).all()
 
 
+@pytest.fixture(scope="module")
+def pixelnet_no_thermal(pixelnet_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The pixelnet fixture's weights, saved with ``"thermal_bands": "ignore"``."""
+    from xsensei.weights.checkpoint import load_model, save_model
+
+    path = tmp_path_factory.mktemp("policy") / "pixelnet-no-thermal.safetensors"
+    return str(save_model(load_model(pixelnet_ckpt), path, inference={"thermal_bands": "ignore"}))
+
+
+def test_model_that_ignores_thermal_bands_is_given_none(pixelnet, pixelnet_no_thermal):
+    """A checkpoint whose thermal policy is "ignore" masks a Landsat 8 stack with B10/B11 as
+    the same weights mask it without them; its lazy graph does not even read them."""
+    stack, _ = _open_landsat()
+    ignoring = stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet_no_thermal)
+    reflective = stack.isel(band=slice(0, 8)).sensei.cloudmask(sensor="landsat-8",
+                                                               model=pixelnet)
+    using = stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet).values
+    np.testing.assert_array_equal(ignoring.values, reflective.values)
+    assert not np.array_equal(ignoring.values, using)  # the thermal bands matter to the model
+    # the B10/B11 files are not read: the culled graph opens 8 band files, not 10
+    assert _files_read(ignoring) == _files_read(reflective) == 8
+    assert _files_read(stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet)) == 10
+
+
+def _files_read(lazy: xr.DataArray) -> int:
+    """Distinct rioxarray file layers the computation of ``lazy`` depends on."""
+    from dask.core import flatten
+    from dask.optimization import cull
+
+    graph = dict(lazy.data.__dask_graph__())
+    culled, _ = cull(graph, list(flatten(lazy.data.__dask_keys__())))
+    names = {k[0] if isinstance(k, tuple) else k for k in culled}
+    return sum(str(n).startswith("open_rasterio") for n in names)
+
+
+def test_thermal_policy_on_numpy_input_and_its_limits(pixelnet, pixelnet_no_thermal):
+    values = demo_scene(96, seed=4).values
+    wl = DEMO_WAVELENGTHS_NM.copy()
+    thermal = np.array([[10600.0, 10900.0, 11200.0]])
+    bt = np.full((1, 96, 96), 0.4, dtype=np.float32)  # normalised brightness temperature
+    bt[:, :40] = 0.9
+    with_t = np.concatenate([values, bt]), np.concatenate([wl, thermal])
+    np.testing.assert_array_equal(xsensei.cloudmask(*with_t, model=pixelnet_no_thermal),
+                                  xsensei.cloudmask(values, wl, model=pixelnet))
+    # too few reflective bands left without the thermal one: the model gets them all
+    few = np.concatenate([values[:2], bt]), np.concatenate([wl[:2], thermal])
+    np.testing.assert_array_equal(xsensei.cloudmask(*few, model=pixelnet_no_thermal),
+                                  xsensei.cloudmask(*few, model=pixelnet))
+
+
+def test_unknown_thermal_policy_is_refused(pixelnet_ckpt, tmp_path):
+    from xsensei.weights.checkpoint import load_model, save_model
+
+    with pytest.raises(CheckpointError, match=r"thermal_bands.*'use', 'ignore'.*'sometimes'"):
+        save_model(load_model(pixelnet_ckpt), tmp_path / "m.safetensors",
+                   inference={"thermal_bands": "sometimes"})
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_landsat_cog_dask_threads_and_sync_agree(pixelnet):
     stack, _ = _open_landsat(chunks=128)
     sub = stack.isel(y=slice(100, 356), x=slice(100, 356))

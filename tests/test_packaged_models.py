@@ -65,6 +65,16 @@ def test_recipes_draw_the_data_the_shipped_weights_record(
     assert physics[-1] == "1.0" and all(p == "1.1" for p in physics[:-1])
 
 
+def test_shipped_thermal_policies() -> None:
+    """The fast model leaves thermal bands out (they cost it ~11 F1 on synthetic Landsat 8
+    scenes, model card); the default uses them."""
+    from xsensei.weights.checkpoint import thermal_policy
+
+    policy = {n: thermal_policy(read_metadata(p)["inference"])
+              for n, p in packaged_models().items()}
+    assert policy == {"sensei-deeplab": "use", "sensei-pixelnet": "ignore"}
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_loads_by_name(name: str) -> None:
     model = xsensei.load_model(name)

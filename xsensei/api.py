@@ -60,6 +60,22 @@ def resolve_model(model: ModelArg) -> LoadedModel:
                        arch["segmenter"]["name"])
 
 
+def model_bands(wavelengths_nm: ArrayLike, loaded: LoadedModel) -> NDArray[np.bool_]:
+    """Which bands the model reads: all of them, unless its checkpoint says
+    ``"thermal_bands": "ignore"`` (thermal bands make that model worse; see the model card),
+    when thermal bands are left out as long as ``MIN_BANDS`` reflective bands remain."""
+    from xsensei.band_metadata import THERMAL_CENTRE_NM
+    from xsensei.weights.checkpoint import thermal_policy
+
+    wl = np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1, 3)
+    keep = np.ones(len(wl), dtype=bool)
+    if thermal_policy(loaded.inference) == "ignore":
+        reflective = wl[:, 1] <= THERMAL_CENTRE_NM
+        if reflective.sum() >= MIN_BANDS:
+            keep = reflective
+    return keep
+
+
 def window_spec(
     loaded: LoadedModel, window: int | None, overlap: int | None, blend: Blend
 ) -> WindowSpec:
@@ -175,11 +191,12 @@ def cloudmask_numpy(
             f"bands, got shape {desc.shape}"
         )
     loaded = resolve_model(model)
+    keep = model_bands(desc, loaded)
+    if not keep.all():
+        values, desc = values[keep], desc[keep]
     spec = window_spec(loaded, window, overlap, blend)
     task = _task(loaded, desc, output, Preparer(nodata=nodata), spec, **options)
     return predict_numpy(values, task)
-
-
 
 
 def _as_band_array(data: xr.DataArray | xr.Dataset, resolved: Any, band_dim: str) -> xr.DataArray:
@@ -314,6 +331,10 @@ def cloudmask(
 
     ydim, xdim = spatial_dims(data)
     resolved = resolve_bands(data, band_dim=band_dim, descriptors=descriptors, sensor=sensor)
+    loaded = resolve_model(model)
+    keep = model_bands(resolved.wavelengths_nm, loaded)
+    if not keep.all():
+        resolved = resolved.subset(np.flatnonzero(keep))
     arr = _as_band_array(data, resolved, band_dim)
     extra = [d for d in arr.dims if d not in ("band", ydim, xdim)]
     if len(extra) > 1:
@@ -339,7 +360,6 @@ def cloudmask(
     if not extra:
         values = values[None]
 
-    loaded = resolve_model(model)
     spec = window_spec(loaded, window, overlap, blend)
     prepare = Preparer(nodata=nodata, scale=scale_spec, resolved=resolved)
     task = _task(loaded, resolved.wavelengths_nm, output, prepare, spec, **options)

@@ -155,6 +155,21 @@ class ResolvedBands:
         """Boolean mask over the kept bands."""
         return np.array([k == "thermal" for k in self.kinds], dtype=bool)
 
+    def subset(self, keep: Sequence[int]) -> ResolvedBands:
+        """These bands restricted to positions ``keep`` (in this object's order)."""
+        keep = [int(i) for i in keep]
+        return ResolvedBands(
+            names=tuple(self.names[i] for i in keep),
+            indices=tuple(self.indices[i] for i in keep),
+            wavelengths_nm=self.wavelengths_nm[keep],
+            kinds=tuple(self.kinds[i] for i in keep),
+            thermal=tuple(self.thermal[i] for i in keep),
+            sources=tuple(self.sources[i] for i in keep),
+            dropped=self.dropped,
+            sensor=self.sensor,
+            band_dim=self.band_dim,
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # small helpers

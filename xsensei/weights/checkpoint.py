@@ -35,6 +35,20 @@ DEFAULT_INPUT_SPEC: dict[str, Any] = {
 }
 
 
+#: ``inference["thermal_bands"]``: ``"use"`` (the default) or ``"ignore"``, for a model that
+#: thermal bands make worse; the product then leaves them out before the model runs.
+THERMAL_POLICIES = ("use", "ignore")
+
+
+def thermal_policy(inference: Mapping[str, Any]) -> str:
+    """A checkpoint's thermal-band policy (``"use"`` when it names none), validated."""
+    policy = inference.get("thermal_bands", "use")
+    if policy not in THERMAL_POLICIES:
+        raise CheckpointError(f"inference['thermal_bands'] must be one of {THERMAL_POLICIES}, "
+                              f"got {policy!r}")
+    return str(policy)
+
+
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of all tensors, in sorted name order."""
     h = hashlib.sha256()
@@ -66,6 +80,7 @@ def save_model(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    thermal_policy(inference or {})
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
