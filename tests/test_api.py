@@ -572,8 +572,11 @@ def test_model_that_ignores_thermal_bands_is_given_none(pixelnet, pixelnet_no_th
     ignoring = stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet_no_thermal)
     reflective = stack.isel(band=slice(0, 8)).sensei.cloudmask(sensor="landsat-8",
                                                                model=pixelnet)
-    using = stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet).values
+    using_lazy = stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet)
+    assert using_lazy.attrs["input_bands"].endswith("B9 B10 B11")
+    using = using_lazy.values
     np.testing.assert_array_equal(ignoring.values, reflective.values)
+    assert ignoring.attrs["input_bands"] == "B1 B2 B3 B4 B5 B6 B7 B9"  # says what was read
     assert not np.array_equal(ignoring.values, using)  # the thermal bands matter to the model
     # the B10/B11 files are not read: the culled graph opens 8 band files, not 10
     assert _files_read(ignoring) == _files_read(reflective) == 8

@@ -385,8 +385,10 @@ def cloudmask(
     if not extra:
         out = out[0]
     template = arr.isel(band=0, drop=True)
-    return wrap_output(out, template, kind=output, classes=loaded.classes,
-                       model_name=loaded.ref.name, model_version=loaded.ref.version)
+    result = wrap_output(out, template, kind=output, classes=loaded.classes,
+                         model_name=loaded.ref.name, model_version=loaded.ref.version)
+    result.attrs["input_bands"] = " ".join(str(n) for n in resolved.names)  # what the model read
+    return result
 
 
 def prepare_lazily(values: da.Array, prepare: Preparer) -> da.Array:
