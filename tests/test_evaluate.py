@@ -33,7 +33,7 @@ from xsensei.training.evaluate import (
     evaluate_store,
     select_bands,
 )
-from xsensei.training.metrics import boundary_scores
+from xsensei.training.metrics import boundary_band, boundary_scores
 from xsensei.training.patches import build_store, export_paper_dirs, patches_from_xarray
 from xsensei.weights.checkpoint import save_model
 
@@ -147,6 +147,14 @@ def test_patch_store_scores_pool_patches_and_tags(pixelnet: str, tmp_path: Path)
     _check(result["tags"]["right"], _scores(truth[~left], pred[~left], valid[~left]))
     assert result["tags"]["38-cloud"]["n"] == result["n"] == mask.size
     assert result["n_patches"] == len(patches) == 16 and len(result["patches"]) == 16
+    # the edge split pools over patches, each patch with its own band around its clouds
+    band = np.stack([boundary_band(p.label) for p in patches])
+    wrong = valid & (truth != pred)
+    edges = result["boundary"]
+    assert 0 < wrong.sum() and edges["errors_in_band"] == pytest.approx(
+        100 * (wrong & band).sum() / wrong.sum())
+    assert edges["F1_outside_band"] == pytest.approx(_scores(truth, pred, valid & ~band)["F1"])
+    assert edges["boundary_share"] == pytest.approx(100 * (band & valid).sum() / valid.sum())
     # the baseline over patches pools to the whole-scene figure
     base = evaluate_store(store.path, model=BrightnessThreshold())
     assert base["F1"] == pytest.approx(evaluate_npz(CLOUD38, model="threshold")["F1"])
@@ -204,6 +212,9 @@ def test_stac_scenes_through_the_product_path(stac_item: Path, pixelnet: str) ->
     assert result["n"] == scored.sum() and result["unscored"] == ((label != 255) & ~scored).sum()
     _check(result, _scores(label == 1, np.isin(direct, [1, 2]), scored))
     assert result["tags"]["l8"]["n"] == result["n"] and result["items"] == ["l8"]
+    edge = boundary_band(np.where(label == 1, 4, label))
+    assert result["boundary"]["F1_outside_band"] == pytest.approx(
+        _scores(label == 1, np.isin(direct, [1, 2]), scored & ~edge)["F1"])
 
 
 def test_command_line_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

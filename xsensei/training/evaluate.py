@@ -26,6 +26,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from xsensei.training.metrics import (
+    BoundaryConfusion,
     ConfusionMatrix,
     TaggedConfusion,
     boundary_scores,
@@ -287,12 +288,14 @@ def evaluate_patches(
     **cloudmask_kwargs: Any,
 ) -> dict[str, Any]:
     """Score every patch (values already in model units, so :func:`xsensei.cloudmask`'s numpy
-    path with the patch's descriptors), pooled over all pixels and per tag.
+    path with the patch's descriptors), pooled over all pixels and per tag, plus the pooled
+    ``boundary`` split (:class:`~xsensei.training.metrics.BoundaryConfusion`).
 
     ``per_patch=True`` adds each patch's scores under ``"patches"``.
     """
     _check_kwargs(cloudmask_kwargs)
     acc = TaggedConfusion()
+    edges = BoundaryConfusion()
     rows: list[dict[str, Any]] = []
     count = 0
     for i, patch in enumerate(patches):
@@ -302,6 +305,7 @@ def evaluate_patches(
         sel = select_bands(names, patch.descriptors, bands)
         pred = _predict_patch(patch, sel, model, cloudmask_kwargs)
         acc.update(patch.label, pred, patch.tags)
+        edges.update(patch.label, pred)
         count += 1
         if per_patch:
             scores = ConfusionMatrix().update(patch.label, pred).scores()
@@ -309,7 +313,8 @@ def evaluate_patches(
                          "tags": patch.tags, **scores})
     res = acc.results()
     out = {"source": source, "kind": "patches", "model": _model_name(model), **res["all"],
-           "per_class": res["per_class"], "tags": res["tags"], "n_patches": count}
+           "per_class": res["per_class"], "tags": res["tags"], "n_patches": count,
+           "boundary": edges.results()}
     if per_patch:
         out["patches"] = rows
     return out
@@ -357,6 +362,7 @@ def evaluate_stac(
     if any(_is_label_item(i) for i in items):
         items = [i for i in items if _is_label_item(i)]
     acc = TaggedConfusion()
+    edges = BoundaryConfusion()
     scenes = []
     for item in items:
         image, label, lmap = stac_item_arrays(item, label_asset=label_asset, class_map=class_map)
@@ -379,11 +385,13 @@ def evaluate_stac(
             pred = np.asarray(image.sensei.cloudmask(model=model, **cloudmask_kwargs).values)
         item_tags = list(tags(item) if callable(tags) else tags)
         acc.update(truth, pred, item_tags)
+        edges.update(truth, pred)
         scenes.append(item.id)
     res = acc.results()
     return {"source": str(source) if isinstance(source, (str, os.PathLike)) else "stac",
             "kind": "stac", "model": _model_name(model), **res["all"],
-            "per_class": res["per_class"], "tags": res["tags"], "items": scenes}
+            "per_class": res["per_class"], "tags": res["tags"], "items": scenes,
+            "boundary": edges.results()}
 
 
 # =============================================================================================

@@ -27,6 +27,7 @@ from xsensei.training.patches import CLOUD_LABELS, LABEL_NAMES, LABEL_VALUES, NO
 __all__ = [
     "CLOUD_VALUES",
     "BinaryCounts",
+    "BoundaryConfusion",
     "ConfusionMatrix",
     "TaggedConfusion",
     "boundary_band",
@@ -240,6 +241,41 @@ def boundary_band(truth: ArrayLike, radius: int = 3,
     return labelled & _dilate(cloud, radius) & _dilate(labelled & ~cloud, radius)
 
 
+class BoundaryConfusion:
+    """Streaming cloud-edge split of the scores: one confusion matrix for the pixels of the
+    :func:`boundary_band` and one for the rest, so scenes and patches pool like
+    :class:`ConfusionMatrix` (each 2-D label array gets its own band)."""
+
+    def __init__(self, radius: int = 3, cloud_values: Sequence[int] = CLOUD_VALUES) -> None:
+        self.radius = radius
+        self.cloud_values = tuple(cloud_values)
+        self.inside = ConfusionMatrix()
+        self.outside = ConfusionMatrix()
+
+    def update(self, truth: ArrayLike, pred: ArrayLike) -> BoundaryConfusion:
+        """Add one 2-D scene or patch (truth and prediction of the same shape)."""
+        t = _as_uint8(truth)
+        p = _as_uint8(pred)
+        if t.shape != p.shape:
+            raise ValueError(f"truth {t.shape} and prediction {p.shape} differ in shape")
+        band = boundary_band(t, self.radius, self.cloud_values)
+        self.inside.update(np.where(band, t, NODATA_LABEL), p)
+        self.outside.update(np.where(band, NODATA_LABEL, t), p)
+        return self
+
+    def results(self) -> dict[str, float]:
+        """See :func:`boundary_scores`."""
+        b_in, b_out = self.inside.binary(self.cloud_values), self.outside.binary(self.cloud_values)
+        err_in, err_out = b_in.fp + b_in.fn, b_out.fp + b_out.fn
+        return {
+            "radius_px": self.radius,
+            "boundary_share": _pct(b_in.n, b_in.n + b_out.n),
+            "errors_in_band": _pct(err_in, err_in + err_out),
+            "F1_in_band": scores_from_counts(b_in)["F1"],
+            "F1_outside_band": scores_from_counts(b_out)["F1"],
+        }
+
+
 def boundary_scores(truth: ArrayLike, pred: ArrayLike, radius: int = 3,
                     cloud_values: Sequence[int] = CLOUD_VALUES) -> dict[str, float]:
     """How much of the disagreement lies on the labelled cloud edges (one 2-D scene).
@@ -250,22 +286,7 @@ def boundary_scores(truth: ArrayLike, pred: ArrayLike, radius: int = 3,
     :func:`boundary_band`); ``errors_in_band`` (% of cloud-vs-rest errors there);
     ``F1_in_band`` and ``F1_outside_band`` (cloud F1 within and outside the band).
     """
-    t = _as_uint8(truth)
-    p = _as_uint8(pred)
-    if t.shape != p.shape:
-        raise ValueError(f"truth {t.shape} and prediction {p.shape} differ in shape")
-    band = boundary_band(t, radius, cloud_values)
-    scored = (t != NODATA_LABEL) & (p != NODATA_LABEL)
-    wrong = scored & (np.isin(t, cloud_values) != np.isin(p, cloud_values))
-    inside = ConfusionMatrix().update(np.where(band, t, NODATA_LABEL), p)
-    outside = ConfusionMatrix().update(np.where(band, NODATA_LABEL, t), p)
-    return {
-        "radius_px": radius,
-        "boundary_share": _pct(int((band & scored).sum()), int(scored.sum())),
-        "errors_in_band": _pct(int((wrong & band).sum()), int(wrong.sum())),
-        "F1_in_band": inside.scores(cloud_values)["F1"],
-        "F1_outside_band": outside.scores(cloud_values)["F1"],
-    }
+    return BoundaryConfusion(radius, cloud_values).update(truth, pred).results()
 
 
 def json_safe(obj: Any) -> Any:
