@@ -60,19 +60,22 @@ def resolve_model(model: ModelArg) -> LoadedModel:
                        arch["segmenter"]["name"])
 
 
-def model_bands(wavelengths_nm: ArrayLike, loaded: LoadedModel) -> NDArray[np.bool_]:
+def model_bands(wavelengths_nm: ArrayLike, loaded: LoadedModel,
+                thermal: ArrayLike | None = None) -> NDArray[np.bool_]:
     """Which bands the model reads: all of them, unless its checkpoint says
     ``"thermal_bands": "ignore"`` (thermal bands make that model worse; see the model card),
-    when thermal bands are left out as long as ``MIN_BANDS`` reflective bands remain."""
+    when thermal bands are left out as long as ``MIN_BANDS`` reflective bands remain.
+    ``thermal`` (bool per band) defaults to a centre above ``THERMAL_CENTRE_NM``."""
     from xsensei.band_metadata import THERMAL_CENTRE_NM
     from xsensei.weights.checkpoint import thermal_policy
 
     wl = np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1, 3)
     keep = np.ones(len(wl), dtype=bool)
     if thermal_policy(loaded.inference) == "ignore":
-        reflective = wl[:, 1] <= THERMAL_CENTRE_NM
-        if reflective.sum() >= MIN_BANDS:
-            keep = reflective
+        is_thermal = (wl[:, 1] > THERMAL_CENTRE_NM if thermal is None
+                      else np.asarray(thermal, dtype=bool))
+        if (~is_thermal).sum() >= MIN_BANDS:
+            keep = ~is_thermal
     return keep
 
 
@@ -332,7 +335,7 @@ def cloudmask(
     ydim, xdim = spatial_dims(data)
     resolved = resolve_bands(data, band_dim=band_dim, descriptors=descriptors, sensor=sensor)
     loaded = resolve_model(model)
-    keep = model_bands(resolved.wavelengths_nm, loaded)
+    keep = model_bands(resolved.wavelengths_nm, loaded, resolved.is_thermal)
     if not keep.all():
         resolved = resolved.subset(np.flatnonzero(keep))
     arr = _as_band_array(data, resolved, band_dim)
