@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from xsensei.training.averaging import WeightAverage
 from xsensei.training.train import (
     BandsetSampler,
     LRSchedule,
@@ -251,8 +252,10 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
         # precise batch norm before every validation and checkpoint
         {"segmenter": "deeplabv3plus", "segmenter_kwargs": {"encoder_output_stride": 16},
          "batch": 2, "val_size": 32, "precise_bn_batches": 2},
+        # weight averaging: the average and the raw weights both cross the split
+        {"ema_decay": 0.9},
     ],
-    ids=["pixelnet", "deeplab", "deeplab-precise-bn"],
+    ids=["pixelnet", "deeplab", "deeplab-precise-bn", "pixelnet-ema"],
 )
 def test_resume_is_exact(tmp_path: Path, changes: dict[str, object]) -> None:
     steps = 8 if changes else 12  # crosses an epoch boundary (steps_per_epoch 4)
@@ -445,3 +448,55 @@ def test_freeze_segmenter_trains_sensei_only(tmp_path: Path) -> None:
     assert any(not torch.equal(start[k], tuned[k]) for k in sensei)
     with pytest.raises(ValueError, match="precise_bn_batches"):
         tiny_config(freeze_segmenter=True, precise_bn_batches=4)
+
+
+def test_weight_average_follows_its_closed_form() -> None:
+    """After n updates with a constant model the average is that model up to keep**n of the
+    start; integer buffers are copied, not averaged."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightAverage(net, decay=0.5)
+    start = {k: v.clone() for k, v in ema.average.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net[1].num_batches_tracked.fill_(7)
+    keeps = []
+    for _ in range(3):
+        keeps.append(ema.rate())
+        ema.update(net)
+    assert keeps == [0.1, 2 / 11, 3 / 12]  # warm-up below the decay of 0.5
+    left = float(np.prod(keeps))
+    avg = ema.average.state_dict()
+    for name, value in net.state_dict().items():
+        if value.is_floating_point():
+            expected = value + left * (start[name] - value)
+            assert torch.allclose(avg[name], expected, atol=1e-6), name
+    assert int(avg["1.num_batches_tracked"]) == 7
+    assert not any(p.requires_grad for p in ema.average.parameters())
+    with pytest.raises(ValueError, match="decay"):
+        ema.load_state_dict({"decay": 0.9, "updates": 3})
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        WeightAverage(net, decay=1.0)
+
+
+def test_ema_run_saves_the_average(tmp_path: Path) -> None:
+    """last.safetensors is the averaged network; the raw weights live in the state file."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(steps=6, eval_every=3, checkpoint_every=100, val_scenes=1, ema_decay=0.9)
+    run = train(cfg, tmp_path / "ema", progress=False)
+    plain = train(cfg.replace(ema_decay=None), tmp_path / "plain", progress=False)
+    averaged = _weights(run.last_path)
+    raw = {k[len("model."):]: v for k, v in
+           load_file(str(tmp_path / "ema" / "last.state.safetensors")).items()
+           if k.startswith("model.")}
+    assert raw.keys() == averaged.keys()
+    # same trajectory as the plain run (averaging does not touch training) ...
+    assert all(torch.equal(raw[k], v) for k, v in _weights(plain.last_path).items())
+    # ... but a different network is saved
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw
+               if raw[k].is_floating_point())
+    with pytest.raises(ValueError, match="ema_decay"):
+        tiny_config(ema_decay=1.5)
+    with pytest.raises(ValueError, match="precise_bn_batches"):
+        tiny_config(ema_decay=0.99, precise_bn_batches=2)

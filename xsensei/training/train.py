@@ -65,6 +65,7 @@ from xsensei.nn.model import (
 )
 from xsensei.training._config import JsonConfig, tuplify
 from xsensei.training.augment import Augment
+from xsensei.training.averaging import WeightAverage
 from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
 from xsensei.training.distill import distillation_loss, load_teacher, teacher_logits
 from xsensei.training.metrics import ConfusionMatrix, json_safe
@@ -148,7 +149,9 @@ class TrainConfig(JsonConfig):
 
     Optimisation: ``optimizer`` ("sgd" | "adamw"), ``lr``, ``momentum``, ``nesterov``,
     ``weight_decay``, ``schedule`` (see the module docstring), ``warmup_steps``, ``min_lr``,
-    ``plateau_factor`` / ``plateau_patience`` (evaluations), ``grad_clip``, ``precision``
+    ``plateau_factor`` / ``plateau_patience`` (evaluations), ``grad_clip``, ``ema_decay``
+    (None: off; else validation, ``best`` and ``last`` hold an exponential moving average of
+    the weights, :class:`~xsensei.training.averaging.WeightAverage`), ``precision``
     ("bf16" autocast, on CPU too; "fp32"; "auto" = bf16 where the hardware computes it
     natively, see :func:`resolve_precision`).
 
@@ -205,6 +208,7 @@ class TrainConfig(JsonConfig):
     plateau_factor: float = 0.25
     plateau_patience: int = 3
     grad_clip: float | None = None
+    ema_decay: float | None = None
     precision: str = "auto"
     # run control
     steps: int = 10_000
@@ -286,6 +290,12 @@ class TrainConfig(JsonConfig):
         if self.freeze_segmenter and self.precise_bn_batches:
             raise ValueError("freeze_segmenter keeps the segmenter's batch-norm statistics as "
                              "loaded; set precise_bn_batches to 0")
+        if self.ema_decay is not None:
+            if not 0.0 < self.ema_decay < 1.0:
+                raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {self.ema_decay}")
+            if self.precise_bn_batches:
+                raise ValueError("ema_decay averages the batch-norm statistics with the weights; "
+                                 "set precise_bn_batches to 0 (the two cannot be combined)")
         if self.precise_bn_batches < 0:
             raise ValueError(f"precise_bn_batches must be >= 0, got {self.precise_bn_batches}")
         if self.inference_overlap >= self.inference_window:
@@ -698,8 +708,12 @@ def _optimizer_from_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[s
 
 
 def _save_state(path: Path, *, step: int, opt: torch.optim.Optimizer, schedule: LRSchedule,
-                extra: Mapping[str, Any]) -> None:
+                extra: Mapping[str, Any], model: torch.nn.Module | None = None) -> None:
+    """``model``: the raw training weights, stored when ``last.safetensors`` holds an average."""
     tensors, opt_meta = _optimizer_to_tensors(opt)
+    if model is not None:
+        for name, value in model.state_dict().items():
+            tensors[f"model.{name}"] = value.detach().contiguous().cpu().clone()
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -971,6 +985,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
     if config.freeze_segmenter:
         model.segmenter.requires_grad_(False)
     opt = _build_optimizer(config, model)
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    shipped = ema.average if ema is not None else model  # what is validated and saved
     schedule = LRSchedule(config.schedule, config.lr, config.steps, config.warmup_steps,
                           config.min_lr, config.plateau_factor, config.plateau_patience)
     step = 0
@@ -984,7 +1000,13 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
         if model_step != prior["step"]:
             raise ValueError(f"{out}: last.safetensors (step {model_step}) and "
                              f"last.state.safetensors (step {prior['step']}) disagree")
-        model.load_state_dict(loaded.state_dict(), strict=True)
+        if ema is not None:
+            ema.average.load_state_dict(loaded.state_dict(), strict=True)
+            ema.load_state_dict(prior["ema"])
+            model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                                   if k.startswith("model.")}, strict=True)
+        else:
+            model.load_state_dict(loaded.state_dict(), strict=True)
         del loaded
         opt.load_state_dict(_optimizer_from_tensors(tensors, prior["optimizer"]))
         schedule.load_state_dict(prior["schedule"])
@@ -1083,13 +1105,15 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
 
         t0 = time.perf_counter()
         recalibrate()
-        save_model(model, out / "last.safetensors", name=config.name, trained=True,
+        save_model(shipped, out / "last.safetensors", name=config.name, trained=True,
                    provenance=provenance(step), inference=inference, overwrite=True)
         _save_state(out / "last.state.safetensors", step=step, opt=opt, schedule=schedule,
                     extra={"best_score": best_score, "best_step": best_step,
                            "best_metrics": best_metrics,
                            "wall_time_s": wall_before + time.perf_counter() - t_start,
-                           "bandset_sources": dict(sources)})
+                           "bandset_sources": dict(sources),
+                           **({"ema": ema.state_dict()} if ema is not None else {})},
+                    model=model if ema is not None else None)
         ckpt_cost = time.perf_counter() - t0
 
     def evaluate() -> dict[str, Any]:
@@ -1098,7 +1122,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
 
         t0 = time.perf_counter()
         recalibrate()
-        metrics = validate(model, valsets, batch=config.batch, device=device,
+        metrics = validate(shipped, valsets, batch=config.batch, device=device,
                            precision=precision)
         schedule.observe(metrics["val_loss"])
         score = metrics.get("seen", {}).get("F1", math.nan)
@@ -1107,7 +1131,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
         improved = best_score is None or score > best_score
         if improved:
             best_score, best_step, best_metrics = score, step, json_safe(metrics)
-            save_model(model, out / "best.safetensors", name=config.name, trained=True,
+            save_model(shipped, out / "best.safetensors", name=config.name, trained=True,
                        provenance=provenance(step), inference=inference, overwrite=True)
         eval_cost = time.perf_counter() - t0
         write({"event": "eval", "step": step, **metrics, "best": improved,
@@ -1159,6 +1183,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
                 if config.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 opt.step()
+                if ema is not None:
+                    ema.update(model)
             elif bool((target != NODATA_LABEL).any()):
                 nonfinite += 1
                 if nonfinite >= 10:
