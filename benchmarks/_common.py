@@ -38,9 +38,9 @@ REAL_DATA = SHARED / "data" / "real"
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: Recipes whose architecture the untrained fallback models copy (so speed reflects what ships).
-RECIPES = {"default": ROOT / "training" / "default_deeplab.json",
+RECIPES = {"default": ROOT / "training" / "default_deeplab_refine.json",
            "fast": ROOT / "training" / "fast_pixelnet.json"}
-ROLE_SEGMENTER = {"default": "deeplabv3plus", "fast": "pixelnet"}
+ROLE_SEGMENTER = {"default": "deeplabv3plus_refined", "fast": "pixelnet"}
 
 #: Band order and names ukis-csmask's models take (4-band model: the first four).
 UKIS_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
@@ -133,6 +133,14 @@ def fallback_model(role: str, workdir: Path) -> ModelChoice:
     return choice
 
 
+def packaged_role(choice: ModelChoice) -> str | None:
+    """``"default"`` / ``"fast"`` for the packaged models those aliases name, else None."""
+    from xsensei.weights.checkpoint import MODEL_ALIASES
+
+    return next((role for role, name in MODEL_ALIASES.items()
+                 if choice.source == "packaged" and name in (choice.ref, choice.name)), None)
+
+
 def choose_model(role: str, arg: str | None, workdir: Path) -> ModelChoice:
     """The model for ``role``: ``arg`` (name or path) if given, else the packaged model named
     after the role, else the first packaged model with the role's segmenter, else a fallback."""
@@ -143,7 +151,7 @@ def choose_model(role: str, arg: str | None, workdir: Path) -> ModelChoice:
         return _choice(role, arg, source)
     shipped = packaged_choices()
     for c in shipped:
-        if c.ref == role:
+        if c.ref == role or packaged_role(c) == role:
             c.role = role
             return c
     for c in shipped:

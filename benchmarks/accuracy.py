@@ -301,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                                               for r in ("default", "fast")]
         for m in models:
             if m.role == "model":
-                m.role = next((r for r, s in C.ROLE_SEGMENTER.items() if s == m.segmenter),
-                              "model")
+                m.role = C.packaged_role(m) or next(
+                    (r for r, s in C.ROLE_SEGMENTER.items() if s == m.segmenter), "model")
         labels = {m.name: m.label() for m in models}
         labels["brightness-threshold"] = "brightness-threshold:0.25"
         print(f"machine: {machine['cpu']}, {machine['cpus_usable']} usable cores, load "

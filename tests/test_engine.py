@@ -207,9 +207,10 @@ def test_all_nodata_windows_are_skipped() -> None:
     assert starts == [0, 24, 48, 72]
     runner = CountingRunner()
     probs = predict_scene(values, runner, 4, spec, batch_size=5)
-    # windows [0, 32) and [24, 56) on both axes hold only nodata: 4 of 16 are skipped
-    assert runner.windows == 16 - 4
-    assert runner.calls == 3  # ceil(12 / 5)
+    # windows [0, 32) and [24, 56) on both axes hold only nodata: 4 of 16 are skipped; the
+    # 12 others go in ceil(12 / 5) = 3 calls, each of 5 windows (the last one filled up)
+    assert runner.calls == 3
+    assert runner.windows == 3 * 5
     assert np.isnan(probs[:, :60, :60]).all()
     assert np.isfinite(probs[:, 60:, :]).all() and np.isfinite(probs[:, :, 60:]).all()
     np.testing.assert_allclose(probs[:, 60:, 60:].sum(axis=0), 1.0, atol=1e-5)
@@ -218,6 +219,23 @@ def test_all_nodata_windows_are_skipped() -> None:
     out = predict_scene(np.full((3, 40, 40), np.nan, np.float32), empty, 4, spec)
     assert (empty.calls, empty.windows) == (0, 0)
     assert np.isnan(out).all()
+
+
+def test_window_results_do_not_depend_on_their_batch() -> None:
+    """A runner whose answer depends on the batch size (as CPU kernels do for a batch of
+    one, by ~1e-6) still gives chunking-independent results: every call gets batch_size
+    windows."""
+    def size_sensitive(batch: np.ndarray) -> np.ndarray:
+        return spatial_runner(batch) * np.float32(1 + 1e-3 * batch.shape[0])
+
+    values = random_scene(3, 100, 100, seed=4)
+    spec = WindowSpec(size=32, overlap=8)
+    whole = predict_scene(values, size_sensitive, 4, spec, batch_size=3)
+    core = ((40, 72), (8, 100))
+    block = pad_scene(values, spec.halo)
+    part = predict_block(block, (-spec.halo, -spec.halo), core, values.shape[1:],
+                         size_sensitive, 4, spec, batch_size=3)
+    np.testing.assert_array_equal(part, whole[:, 40:72, 8:100])
 
 
 def test_fill_missing_window_uses_band_means() -> None:

@@ -52,6 +52,27 @@ def test_deeplab_is_output_stride_8_by_default() -> None:
     assert model.segmenter.encoder.output_stride == 8
 
 
+def test_edge_refined_deeplab_starts_as_its_deeplab() -> None:
+    """The edge head adds only new tensors and starts at zero: a DeepLabv3+'s weights load
+    into it unchanged and give the same logits; once the head is non-zero it corrects pixel
+    by pixel, at full resolution."""
+    torch.manual_seed(0)
+    kwargs = {"encoder_output_stride": 16}
+    plain = CloudMaskModel("deeplabv3plus", segmenter_kwargs=kwargs).eval()
+    refined = CloudMaskModel("deeplabv3plus_refined", segmenter_kwargs=kwargs).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected
+    assert missing and all(k.startswith("segmenter.refine.") for k in missing)
+    values, desc = _inputs(batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(refined(values, desc), plain(values, desc), rtol=0, atol=0)
+        last = refined.segmenter.refine[-1]
+        last.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]))
+        shifted = refined(values, desc) - plain(values, desc)
+    torch.testing.assert_close(shifted[:, 1], torch.ones_like(shifted[:, 1]))
+    assert refined.segmenter.encoder.output_stride == 16
+
+
 def test_any_module_taking_64_channels_works() -> None:
     seg = nn.Conv2d(64, 2, 3, padding=1)
     model = CloudMaskModel(seg, classes=CLASSES_2).eval()

@@ -11,7 +11,7 @@ from xsensei.training.evaluate import evaluate_npz
 from xsensei.weights.checkpoint import packaged_models, read_metadata
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-SHIPPED = {"sensei-deeplab": "deeplabv3plus", "sensei-pixelnet": "pixelnet"}
+SHIPPED = {"sensei-deeplab": "deeplabv3plus_refined", "sensei-pixelnet": "pixelnet"}
 
 
 @pytest.mark.parametrize(("name", "segmenter"), SHIPPED.items())
@@ -34,8 +34,8 @@ def test_shipped_model_says_what_it_was_trained_on(name: str, segmenter: str) ->
 RECIPES = Path(__file__).resolve().parents[1] / "training"
 #: model -> the recipes of its training chain, the shipped stage first, then its parent's ...
 RECIPE_CHAIN = {
-    "sensei-deeplab": ("default_deeplab_distill.json", "default_deeplab_finetune.json",
-                       "default_deeplab.json"),
+    "sensei-deeplab": ("default_deeplab_refine.json", "default_deeplab_distill.json",
+                       "default_deeplab_finetune.json", "default_deeplab.json"),
     "sensei-pixelnet": ("fast_pixelnet.json",),
 }
 
@@ -88,8 +88,8 @@ def test_shipped_model_loads_by_name(name: str) -> None:
     # Measured scores (docs/model-card.md) minus a margin for thread-count rounding on
     # near-ties; the default model goes through model="default", i.e. cloudmask()'s default.
     [
-        ("default", "ukis_sentinel2_512.npz", 88.2),  # measured 88.7
-        ("default", "38cloud_l8_patch192_384.npz", 89.1),  # measured 89.6
+        ("default", "ukis_sentinel2_512.npz", 88.9),  # measured 89.4
+        ("default", "38cloud_l8_patch192_384.npz", 91.7),  # measured 92.2
         ("fast", "ukis_sentinel2_512.npz", 88.6),  # measured 89.1
         ("fast", "38cloud_l8_patch192_384.npz", 88.0),  # measured 88.6
     ],
@@ -97,3 +97,19 @@ def test_shipped_model_loads_by_name(name: str) -> None:
 def test_shipped_scores_on_real_labelled_scenes(model: str, scene: str, min_f1: float) -> None:
     result = evaluate_npz(REAL / scene, model=model)
     assert result["F1"] >= min_f1, result
+
+
+def test_shipped_default_does_not_depend_on_chunking() -> None:
+    """The default's full-resolution edge head sits inside the engine's windows: a 512 px
+    scene in 128 px chunks (merged to window-sized blocks with halos) gives the probabilities
+    of one chunk, bit for bit."""
+    import numpy as np
+
+    from xsensei.demo import demo_scene
+
+    scene = demo_scene(size=512)
+    one = xsensei.cloudmask(scene, model="default", output="probability").values
+    small = xsensei.cloudmask(scene.chunk({"y": 128, "x": 128}), model="default",
+                              output="probability")
+    assert len(small.data.chunks[-1]) > 1
+    np.testing.assert_array_equal(small.values, one)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from xsensei.nn.model import CloudMaskModel
 from xsensei.training.averaging import WeightAverage
 from xsensei.training.train import (
     BandsetSampler,
@@ -34,6 +35,7 @@ from xsensei.training.train import (
     train,
     validate,
 )
+from xsensei.weights.checkpoint import save_model
 
 HOLDOUT = ("landsat-7", "sentinel-3a-slstr", "sentinel-3b-slstr")
 
@@ -448,6 +450,35 @@ def test_freeze_segmenter_trains_sensei_only(tmp_path: Path) -> None:
     assert any(not torch.equal(start[k], tuned[k]) for k in sensei)
     with pytest.raises(ValueError, match="precise_bn_batches"):
         tiny_config(freeze_segmenter=True, precise_bn_batches=4)
+
+
+def test_init_partial_adds_a_head_and_train_only_trains_it_alone(tmp_path: Path) -> None:
+    """A DeepLabv3+ checkpoint grows an edge head (init_partial); with train_only the head
+    alone learns, and every loaded tensor, batch-norm statistics included, stays as loaded."""
+    torch.manual_seed(0)
+    kwargs = {"encoder_output_stride": 16}
+    base = save_model(CloudMaskModel("deeplabv3plus", segmenter_kwargs=kwargs),
+                      tmp_path / "base.safetensors")
+    cfg = tiny_config(segmenter="deeplabv3plus_refined", segmenter_kwargs=kwargs, steps=3,
+                      eval_every=2, val_scenes=1, init_model=str(base), init_partial=True,
+                      train_only=("segmenter.refine",))
+    tuned = _weights(train(cfg, tmp_path / "run", progress=False).last_path)
+    start = _weights(base)
+    assert set(start) < set(tuned)
+    assert all(torch.equal(start[k], tuned[k]) for k in start)
+    head = [k for k in tuned if k.startswith("segmenter.refine.") and k.endswith("weight")]
+    assert head and all(tuned[k].abs().sum() > 0 for k in head)  # the zero-init layer learnt
+    with pytest.raises(ValueError, match="does not fit"):
+        train(tiny_config(segmenter="deeplabv3plus_refined", segmenter_kwargs=kwargs,
+                          init_model=str(save_model(CloudMaskModel("pixelnet"),
+                                                    tmp_path / "px.safetensors")),
+                          init_partial=True), tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="no module 'segmenter.head'"):
+        train(cfg.replace(train_only=("segmenter.head",)), tmp_path / "typo", progress=False)
+    with pytest.raises(ValueError, match="give init_model"):
+        tiny_config(init_partial=True)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        tiny_config(train_only=("segmenter",), precise_bn_batches=2)
 
 
 def test_weight_average_follows_its_closed_form() -> None:

@@ -102,7 +102,13 @@ def predict_block(
 
     def flush() -> None:
         batch = np.stack([p[2] for p in pending])
-        probs = runner(batch)
+        if len(pending) < batch_size:
+            # Every call sees batch_size windows (the last one repeated), so a window's
+            # probabilities never depend on how many others share its batch, i.e. on the
+            # chunking: CPU kernels take another path for a batch of one (~1e-6 apart).
+            fill = np.repeat(batch[-1:], batch_size - len(pending), axis=0)
+            batch = np.concatenate([batch, fill])
+        probs = runner(batch)[: len(pending)]
         for (wy, wx, _), p in zip(pending, probs, strict=True):
             # Intersection of window [wy, wy+size) x [wx, wx+size) with the core.
             y0, y1 = max(wy, cy0), min(wy + size, cy1)

@@ -39,7 +39,8 @@ def check_classes(classes: Sequence[str]) -> tuple[str, ...]:
 class CloudMaskModel(nn.Module):
     """SEnSeI encoder followed by any segmenter taking ``sensei.out_channels`` channels.
 
-    ``segmenter`` is a registered name (``"deeplabv3plus"``, ``"pixelnet"``) or any module
+    ``segmenter`` is a registered name (``"deeplabv3plus"``, ``"deeplabv3plus_refined"``,
+    ``"pixelnet"``) or any module
     mapping ``(B, 64, H, W)`` to ``(B, len(classes), H, W)``; only named segmenters can be
     rebuilt from a checkpoint's config.
     """

@@ -123,13 +123,18 @@ def _plain(value: Any) -> Any:
 class TrainConfig(JsonConfig):
     """Everything that defines a training run; ``to_json`` / ``from_json`` round-trip exactly.
 
-    Model: ``segmenter`` ("deeplabv3plus" | "pixelnet") with ``segmenter_kwargs`` (e.g.
-    ``{"encoder_output_stride": 16}``), ``classes``, ``sensei`` (:class:`SEnSeIConfig`
-    overrides) and ``init_sensei`` (path of a pre-trained SEnSeI, fine-tuned here, not frozen)
-    or ``init_model`` (a whole trained model, packaged name or checkpoint path, to fine-tune:
-    its architecture and classes must match the recipe's). ``distill_from`` (packaged name or
-    checkpoint path): a frozen teacher that sees each sample without its thermal bands; the
-    loss becomes ``(1 - distill_weight) * CE + distill_weight * KL(teacher || student)``
+    Model: ``segmenter`` (a name in :data:`~xsensei.nn.segmenters.SEGMENTERS`) with
+    ``segmenter_kwargs`` (e.g. ``{"encoder_output_stride": 16}``), ``classes``, ``sensei``
+    (:class:`SEnSeIConfig` overrides) and ``init_sensei`` (path of a pre-trained SEnSeI,
+    fine-tuned here, not frozen) or ``init_model`` (a whole trained model, packaged name or
+    checkpoint path, to fine-tune: its architecture and classes must match the recipe's; with
+    ``init_partial`` its tensors are loaded by name into the recipe's model instead: every one
+    must fit, and what it lacks, e.g. a new head, keeps its initialisation). ``train_only``:
+    module paths (e.g. ``["segmenter.refine"]``) whose parameters alone are trained; every
+    other module stays as loaded, batch-norm statistics included (eval mode). ``distill_from``
+    (packaged name or checkpoint path): a frozen teacher that sees each sample without its
+    thermal bands; the loss becomes
+    ``(1 - distill_weight) * CE + distill_weight * KL(teacher || student)``
     (:mod:`xsensei.training.distill`). ``freeze_segmenter``: train SEnSeI only; the segmenter's
     weights and batch-norm statistics stay as loaded (it runs in eval mode), so inputs whose
     SEnSeI features do not change keep their answers exactly.
@@ -170,6 +175,8 @@ class TrainConfig(JsonConfig):
     distill_from: str | None = None
     distill_weight: float = 0.5
     freeze_segmenter: bool = False
+    init_partial: bool = False
+    train_only: tuple[str, ...] = ()
     # data
     crop: int = 128
     batch: int = 8
@@ -226,7 +233,7 @@ class TrainConfig(JsonConfig):
         from xsensei.nn.segmenters import SEGMENTERS
 
         for name in ("classes", "bands", "random_bands", "holdout_sensors", "val_sensors",
-                     "patch_stores"):
+                     "patch_stores", "train_only"):
             object.__setattr__(self, name, tuplify(getattr(self, name)))
         for name in ("sensors", "val_unseen"):
             if getattr(self, name) is not None:
@@ -253,7 +260,7 @@ class TrainConfig(JsonConfig):
                      "steps_per_epoch", "val_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.segmenter == "deeplabv3plus":
+        if self.segmenter.startswith("deeplabv3plus"):
             stride = int(self.segmenter_kwargs.get("encoder_output_stride", 8))
             for name in ("crop", "val_size"):
                 if getattr(self, name) % stride:
@@ -287,6 +294,12 @@ class TrainConfig(JsonConfig):
                 f"{leaked} are in holdout_sensors: a held-out sensor cannot be trained on or "
                 "used as a 'seen' validation sensor"
             )
+        if self.init_partial and not self.init_model:
+            raise ValueError("init_partial loads init_model's tensors into the recipe's model; "
+                             "give init_model")
+        if self.train_only and (self.freeze_segmenter or self.precise_bn_batches):
+            raise ValueError("train_only keeps every other module as loaded; it cannot be "
+                             "combined with freeze_segmenter or precise_bn_batches")
         if self.freeze_segmenter and self.precise_bn_batches:
             raise ValueError("freeze_segmenter keeps the segmenter's batch-norm statistics as "
                              "loaded; set precise_bn_batches to 0")
@@ -863,12 +876,48 @@ def _init_from_model(config: TrainConfig) -> CloudMaskModel:
         "segmenter": {"name": config.segmenter, "kwargs": dict(config.segmenter_kwargs)},
         "classes": list(config.classes),
     }
+    if config.init_partial:
+        return _init_partial(config, model, want)
     if _plain(have) != _plain(want):
         raise ValueError(
             f"init_model {config.init_model} is {have}, but the recipe asks for {want}: "
             "fine-tuning needs the same architecture and classes"
         )
     return model.train()
+
+
+def _init_partial(config: TrainConfig, init: CloudMaskModel, want: dict[str, Any]
+                  ) -> CloudMaskModel:
+    """The recipe's model with every tensor of ``init`` loaded by name (see ``init_partial``)."""
+    model = CloudMaskModel.from_config(want)
+    if list(init.classes) != list(model.classes):
+        raise ValueError(f"init_model {config.init_model} has classes {list(init.classes)}, "
+                         f"the recipe {list(model.classes)}: they must match")
+    target = model.state_dict()
+    unused = [k for k in init.state_dict() if k not in target]
+    misfit = [k for k, v in init.state_dict().items()
+              if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    if unused or misfit:
+        raise ValueError(
+            f"init_model {config.init_model} does not fit the recipe's {want['segmenter']}: "
+            f"tensors without a place {unused[:5]}, with another shape {misfit[:5]}; "
+            "init_partial only adds modules, it never drops or reshapes loaded ones"
+        )
+    model.load_state_dict(init.state_dict(), strict=False)
+    return model.train()
+
+
+def _set_train_only(model: torch.nn.Module, paths: Sequence[str]) -> None:
+    """Freeze every parameter outside ``paths`` and put the rest of the model in eval mode."""
+    model.requires_grad_(False)
+    model.eval()
+    for path in paths:
+        try:
+            sub = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"train_only: the model has no module {path!r}") from None
+        sub.requires_grad_(True)
+        sub.train()
 
 
 def _build_model(config: TrainConfig) -> CloudMaskModel:
@@ -984,6 +1033,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
     model = _build_model(config).to(device)
     if config.freeze_segmenter:
         model.segmenter.requires_grad_(False)
+    if config.train_only:
+        _set_train_only(model, config.train_only)
     opt = _build_optimizer(config, model)
     ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     shipped = ema.average if ema is not None else model  # what is validated and saved
@@ -1163,6 +1214,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
                 group["lr"] = lr
             if config.freeze_segmenter:
                 model.segmenter.eval()  # validation and checkpoints switch modes back
+            if config.train_only:
+                _set_train_only(model, config.train_only)
             values = batch["values"].to(device, non_blocking=True)
             desc = batch["descriptors"].to(device)
             mask = batch["band_mask"].to(device)
