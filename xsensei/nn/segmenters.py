@@ -163,12 +163,7 @@ class EdgeRefinedDeepLab(nn.Module):
         return coarse + self.refine(torch.cat([x, coarse.to(x.dtype)], 1))
 
 
-def deeplabv3plus_refined(in_channels: int = 64, classes: int = 4, **kwargs: Any) -> nn.Module:
-    """:class:`EdgeRefinedDeepLab` (DeepLabv3+ plus a full-resolution edge head), random init."""
-    return EdgeRefinedDeepLab(in_channels=in_channels, classes=classes, **kwargs)
-
-
-SEGMENTERS = {"deeplabv3plus": deeplabv3plus, "deeplabv3plus_refined": deeplabv3plus_refined,
+SEGMENTERS = {"deeplabv3plus": deeplabv3plus, "deeplabv3plus_refined": EdgeRefinedDeepLab,
               "pixelnet": PixelNet}
 
 

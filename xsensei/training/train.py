@@ -893,9 +893,9 @@ def _init_partial(config: TrainConfig, init: CloudMaskModel, want: dict[str, Any
     if list(init.classes) != list(model.classes):
         raise ValueError(f"init_model {config.init_model} has classes {list(init.classes)}, "
                          f"the recipe {list(model.classes)}: they must match")
-    target = model.state_dict()
-    unused = [k for k in init.state_dict() if k not in target]
-    misfit = [k for k, v in init.state_dict().items()
+    target, loaded = model.state_dict(), init.state_dict()
+    unused = [k for k in loaded if k not in target]
+    misfit = [k for k, v in loaded.items()
               if k in target and tuple(v.shape) != tuple(target[k].shape)]
     if unused or misfit:
         raise ValueError(
@@ -903,20 +903,35 @@ def _init_partial(config: TrainConfig, init: CloudMaskModel, want: dict[str, Any
             f"tensors without a place {unused[:5]}, with another shape {misfit[:5]}; "
             "init_partial only adds modules, it never drops or reshapes loaded ones"
         )
-    model.load_state_dict(init.state_dict(), strict=False)
+    model.load_state_dict(loaded, strict=False)
     return model.train()
 
 
-def _set_train_only(model: torch.nn.Module, paths: Sequence[str]) -> None:
-    """Freeze every parameter outside ``paths`` and put the rest of the model in eval mode."""
-    model.requires_grad_(False)
-    model.eval()
+def _trained_modules(config: TrainConfig) -> tuple[str, ...]:
+    """Module paths that alone train (empty: the whole model); ``freeze_segmenter`` is
+    ``train_only=["sensei"]``."""
+    return config.train_only or (("sensei",) if config.freeze_segmenter else ())
+
+
+def _freeze_outside(model: torch.nn.Module, paths: Sequence[str]) -> list[torch.nn.Module]:
+    """Freeze every parameter outside the modules at ``paths``; returns those modules."""
+    subs = []
     for path in paths:
         try:
-            sub = model.get_submodule(path)
+            subs.append(model.get_submodule(path))
         except AttributeError:
             raise ValueError(f"train_only: the model has no module {path!r}") from None
+    model.requires_grad_(False)
+    for sub in subs:
         sub.requires_grad_(True)
+    return subs
+
+
+def _train_mode_only(model: torch.nn.Module, subs: Sequence[torch.nn.Module]) -> None:
+    """Eval mode for the frozen rest (its batch-norm statistics stay as loaded), train mode
+    for ``subs``."""
+    model.eval()
+    for sub in subs:
         sub.train()
 
 
@@ -1031,10 +1046,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     model = _build_model(config).to(device)
-    if config.freeze_segmenter:
-        model.segmenter.requires_grad_(False)
-    if config.train_only:
-        _set_train_only(model, config.train_only)
+    paths = _trained_modules(config)
+    trainable = _freeze_outside(model, paths) if paths else None
     opt = _build_optimizer(config, model)
     ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     shipped = ema.average if ema is not None else model  # what is validated and saved
@@ -1212,10 +1225,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
             lr = schedule.lr(step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            if config.freeze_segmenter:
-                model.segmenter.eval()  # validation and checkpoints switch modes back
-            if config.train_only:
-                _set_train_only(model, config.train_only)
+            if trainable is not None:  # validation and checkpoints switch modes back
+                _train_mode_only(model, trainable)
             values = batch["values"].to(device, non_blocking=True)
             desc = batch["descriptors"].to(device)
             mask = batch["band_mask"].to(device)
