@@ -351,6 +351,63 @@ def test_physics_1_0_draws_the_same_scenes_with_the_old_image_formation() -> Non
     assert np.abs(image).max() > 5.0  # the bound the 1.1 test holds scene 6 to
 
 
+def _edge_brightness_ratio(gen: SceneGenerator, indices: range) -> float:
+    """Mean visible reflectance of labelled cloud 1-3 px inside its edge, pixels whose nearest
+    clear pixel lies towards the sun over those whose nearest clear pixel lies away from it."""
+    from scipy import ndimage
+
+    sun_side, shade_side = [], []
+    vis = sensor_bandset("sentinel-2a", ["B02", "B03", "B04"])
+    for index in indices:
+        sample = gen.sample(vis, index)
+        cloud = np.isin(sample.label, (1, 2))
+        az = np.deg2rad(sample.meta["sun_azimuth_deg"])
+        towards_sun = np.array([-np.cos(az), np.sin(az)])  # (rows, cols)
+        dist, (iy, ix) = ndimage.distance_transform_edt(cloud, return_indices=True)
+        yy, xx = np.nonzero(cloud & (dist < 3))
+        to_clear = np.stack([iy[yy, xx] - yy, ix[yy, xx] - xx], axis=1)
+        cos = to_clear @ towards_sun / dist[yy, xx]
+        brightness = sample.image.mean(axis=0)[yy, xx]
+        sun_side.append(brightness[cos > 0.5])
+        shade_side.append(brightness[cos < -0.5])
+    return float(np.concatenate(sun_side).mean() / np.concatenate(shade_side).mean())
+
+
+def test_physics_1_2_lights_cloud_tops_from_the_sun_and_keeps_the_scenes() -> None:
+    """Physics 1.2 adds 3-D cloud tops: the same scenes and labels as 1.1, but cumulus edges
+    facing the sun are brighter than those facing away (real scenes: 1.2-1.3x), while 1.1's
+    flat tops are symmetric. Cirrus has no relief, so a cirrus-only scene is unchanged."""
+    cumulus = dict(size=128, low_cloud_weights=(("cumulus", 1.0),), cirrus_prob=0.0,
+                   gsd_range_m=(25.0, 35.0), sun_elevation_range_deg=(40.0, 70.0))
+    flat = SceneGenerator(SyntheticConfig(**cumulus), seed=11)
+    lit = SceneGenerator(SyntheticConfig(**cumulus, physics="1.2"), seed=11)
+    for index in range(3):
+        a, b = flat.sample(S2, index), lit.sample(S2, index)
+        assert np.array_equal(a.label, b.label) and a.meta == b.meta
+    assert 0.95 < _edge_brightness_ratio(flat, range(16)) < 1.05
+    assert _edge_brightness_ratio(lit, range(16)) > 1.1
+
+    cirrus = dict(size=64, low_cloud_weights=(("none", 1.0),), cirrus_prob=1.0)
+    a = SceneGenerator(SyntheticConfig(**cirrus), seed=2).sample(S2, 0)
+    b = SceneGenerator(SyntheticConfig(**cirrus, physics="1.2"), seed=2).sample(S2, 0)
+    assert np.array_equal(a.image, b.image)
+
+
+def test_top_illumination_is_bounded_and_flat_tops_are_unlit() -> None:
+    from xsensei.training.synthetic.clouds import RELIEF, top_illumination
+
+    rng = np.random.default_rng(0)
+    elev, az = np.deg2rad(40.0), np.deg2rad(90.0)  # sun in the east: image right
+    assert top_illumination(rng, "cirrus", np.ones((8, 8), np.float32), 30.0, elev, az) is None
+    flat = top_illumination(rng, "cumulus", np.full((8, 8), 20.0, np.float32), 30.0, elev, az)
+    assert flat is not None and np.allclose(flat, 1.0)
+    dome = np.clip(30.0 - np.hypot(*np.mgrid[-16:17, -16:17]), 0, None).astype(np.float32)
+    light = top_illumination(rng, "cumulus", dome, 30.0, elev, az)
+    w_max = RELIEF["cumulus"][1][1]
+    assert light is not None and light.min() >= 1 - w_max - 1e-6 and light.max() <= 1 + w_max
+    assert light[16, 20:28].mean() > 1.0 > light[16, 5:13].mean()  # east side lit, west shaded
+
+
 def test_bandset_rejects_inconsistent_input() -> None:
     with pytest.raises(ValueError):
         BandSet(("a",), np.array([[500.0, 550.0, 600.0]]), ("visible",))

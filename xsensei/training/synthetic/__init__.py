@@ -29,7 +29,8 @@ from xsensei.training.synthetic.spectra import GRID_NM, SURFACE_CLASSES
 
 #: Newest image formation (``SyntheticConfig.physics``); bump, keeping the old one selectable,
 #: when a change alters what a given (config, seed, index) generates. 1.1: single-scattering
-#: Rayleigh path and transmittance, bounded multiple reflection (no +-1e4 pixels).
+#: Rayleigh path and transmittance, bounded multiple reflection (no +-1e4 pixels). 1.2: 1.1 plus
+#: 3-D cloud tops (sunlit and shaded slopes); recipes select it explicitly.
 GENERATOR_VERSION = PHYSICS_VERSIONS[-1]
 
 __all__ = [

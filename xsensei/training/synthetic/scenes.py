@@ -12,15 +12,17 @@ Image formation in band space (per reflective band b, per pixel)::
     Rs   = bright * ((1 - f) E[p] + f E[q]) * (D_b + (1 - D_b) * terrain * Tsun)
     R    = P_b(cloud) + t_b(z2) Rc2 + Tc2^2 t_b(z1) Rc1
            + t_b(0) Rs Tc1 Tc2 / (1 - Rs Rc1)      (lower cloud lit through the upper one)
-    Rc   = gain * shape_b * F(tau),     F = tau(1-g) / (2 + tau(1-g)),  g = 0.85
+    Rc   = gain * shape_b * F(tau) * I,     F = tau(1-g) / (2 + tau(1-g)),  g = 0.85
     Tc   = (1 - F(tau)) / (1 + a_b tau),  a_b = 0.5 (1 - shape_b)   (absorbing SWIR)
     Tsun = 1 - F(tau_shadow / mu_sun)   (cloud shadow: tau sampled towards the sun)
 
 ``E`` are endmember spectra integrated over the band (linear, done once per scene), ``D_b`` the
 diffuse-sky fraction (~lambda^-2), ``t_b(z)`` gas transmittance above height z (water vapour
 with a 2 km scale height, so 1375 nm sees only high clouds) times the Rayleigh transmittance,
-``P_b`` Rayleigh (single scattering, ``tau_R P / (4 mu_sun)``, ~0.1 at 443 nm) plus aerosol path
-reflectance, reduced above clouds. The multiple-reflection product ``Rs Rc`` is capped at
+``I`` the cloud top's illumination (1 for a flat top; physics 1.2: sunlit and shaded slopes,
+:func:`~xsensei.training.synthetic.clouds.top_illumination`), ``P_b`` Rayleigh (single
+scattering, ``tau_R P / (4 mu_sun)``, ~0.1 at 443 nm) plus aerosol path reflectance, reduced
+above clouds. The multiple-reflection product ``Rs Rc`` is capped at
 :data:`MAX_MULTIPLE_REFLECTION`. Thermal bands are brightness temperature:
 surface temperature per material, cloud tops from a 6.5 K/km lapse rate, cloud emissivity
 ``1 - exp(-tau/2)``, a layered absorbing atmosphere, normalised like the inference engine does.
@@ -39,7 +41,12 @@ from numpy.typing import NDArray
 
 from xsensei.training._config import tuplify
 from xsensei.training.synthetic.bands import BandSet, band_weights
-from xsensei.training.synthetic.clouds import CloudLayer, make_cloud_layer, two_stream_reflectance
+from xsensei.training.synthetic.clouds import (
+    CloudLayer,
+    make_cloud_layer,
+    top_illumination,
+    two_stream_reflectance,
+)
 from xsensei.training.synthetic.fields import Grid, Textures, bank_normals
 from xsensei.training.synthetic.layouts import LAYOUTS, Surface, make_surface
 from xsensei.training.synthetic.spectra import (
@@ -66,7 +73,7 @@ _TROPOPAUSE_KM = 11.0
 #: Upper bound of Rs * Rc in the surface <-> cloud multiple-reflection term 1 / (1 - Rs Rc).
 MAX_MULTIPLE_REFLECTION = 0.8
 #: Image-formation versions :class:`SyntheticConfig` can select (``physics``).
-PHYSICS_VERSIONS = ("1.0", "1.1")
+PHYSICS_VERSIONS = ("1.0", "1.1", "1.2")
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,8 @@ class SyntheticConfig:
     "1.1" (default) single-scattering Rayleigh path and transmittance, capped multiple
     reflection; "1.0" (the version-1 models' generator) a weak ``0.02 x (450/lambda)^4``
     Rayleigh path without transmittance and an uncapped ``1 / (1 - Rs Rc)``. Its
-    ``rayleigh_range`` was (0.5, 1.5): set it too, the default is 1.1's.
+    ``rayleigh_range`` was (0.5, 1.5): set it too, the default is 1.1's. "1.2" is 1.1 plus
+    3-D cloud tops (sunward slopes brighter, far slopes darker; same scenes and labels), opt-in.
     """
 
     size: int = 256
@@ -269,6 +277,10 @@ class SceneGenerator:
             make_cloud_layer(rng, k, grid, elev, az, cloud_tex, cfg.cloud_gain_range) for k in kinds
         ]
         layers.sort(key=lambda layer: layer.height_km)
+        if cfg.physics == "1.2":  # 3-D tops, from a stream of their own: 1.1's scene otherwise
+            rng3d = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 3]))
+            for layer in layers:
+                layer.illumination = top_illumination(rng3d, layer.kind, layer.tau, gsd, elev, az)
 
         # column water vapour: log-uniform, scaled ~6 %/K with the scene's surface temperature
         # (Clausius-Clapeyron): polar scenes are dry, tropical ones humid
@@ -500,6 +512,8 @@ class SceneGenerator:
             refl = (shape * layer.gain * gas_t(layer.height_km)).astype(np.float32)
             ff = two_stream_reflectance(layer.tau).astype(np.float32)
             trans = 1.0 - ff
+            # reflected light: the top's sunlit / shaded slopes (1.2); transmission unchanged
+            lit = ff if layer.illumination is None else ff * layer.illumination
             for b in range(nb):
                 band = out[b]
                 if k == 0:  # 1 / (1 - Rs Rc): surface <-> cloud base multiple reflection
@@ -525,9 +539,9 @@ class SceneGenerator:
                     tmp2 *= t_band
                     tmp2 *= 1.0 - t_band
                     band -= tmp2
-                np.multiply(ff, refl[b], out=tmp)
+                np.multiply(lit, refl[b], out=tmp)
                 band += tmp
-            prev_ff, prev_refl = ff, refl
+            prev_ff, prev_refl = lit, refl
             path_mod -= ff * np.float32(1.0 - np.exp(-layer.height_km / 4.0))
         out += col(path) * np.clip(path_mod, 0.1, 1.0)
         return out
