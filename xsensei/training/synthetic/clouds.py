@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from xsensei.training.synthetic.fields import FieldSpec, Grid, spectral_fields, worley
+from xsensei.training.synthetic.fields import (
+    FieldSpec,
+    Grid,
+    spectral_fields,
+    sun_incidence,
+    worley,
+)
 
 #: Full-resolution unit texture, optionally shifted by (rows, cols) pixels.
 TextureFn = Callable[[tuple[float, float]], NDArray[np.float32]]
@@ -240,10 +246,7 @@ def top_illumination(
     w = np.float32(rng.uniform(w_lo, w_hi))
     height = np.float32(relief) * (np.maximum(tau, 0.0) / np.float32(20.0)) ** np.float32(0.6)
     d_row, d_col = np.gradient(height / np.float32(gsd_m))
-    # sun vector (east, north, up); image rows grow southwards, so d/dnorth = -d/drow
-    east = np.cos(sun_elev) * np.sin(sun_az)
-    north = np.cos(sun_elev) * np.cos(sun_az)
-    up = np.sin(sun_elev)
-    cos_i = (-d_col * east + d_row * north + up) / np.sqrt(1.0 + d_col**2 + d_row**2)
-    direct = np.clip(cos_i / max(up, 0.25), 0.0, 2.0)
+    # image rows grow southwards, so d/dnorth = -d/drow
+    cos_i = sun_incidence(d_col, -d_row, sun_elev, sun_az)
+    direct = np.clip(cos_i / max(np.sin(sun_elev), 0.25), 0.0, 2.0)
     return ((1.0 - w) + w * direct).astype(np.float32)

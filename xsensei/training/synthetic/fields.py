@@ -23,6 +23,7 @@ __all__ = [
     "bank_normals",
     "noise_bank",
     "spectral_fields",
+    "sun_incidence",
     "worley",
     "worley_map",
 ]
@@ -159,6 +160,16 @@ def _two_nearest(
     first = tuple(np.where(swap, a[1], a[0]) for a in pick)
     second = tuple(np.where(swap, a[0], a[1]) for a in pick)
     return first, second, size
+
+
+def sun_incidence(
+    d_east: NDArray, d_north: NDArray, sun_elev: float, sun_az: float
+) -> NDArray:
+    """cos(incidence) of the sun on a surface of slopes ``dz/deast``, ``dz/dnorth`` (m/m):
+    hill shading (terrain, cloud tops) divides it by sin(elevation), 1 on flat ground."""
+    se, ce = np.sin(sun_elev), np.cos(sun_elev)
+    sx, sy = ce * np.sin(sun_az), ce * np.cos(sun_az)
+    return (-d_east * sx - d_north * sy + se) / np.sqrt(1.0 + d_east * d_east + d_north * d_north)
 
 
 def worley(

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from xsensei.training.synthetic.fields import FieldSpec, Grid, spectral_fields, worley_map
+from xsensei.training.synthetic.fields import (
+    FieldSpec,
+    Grid,
+    spectral_fields,
+    sun_incidence,
+    worley_map,
+)
 from xsensei.training.synthetic.spectra import (
     CLASS,
     SpectralLibrary,
@@ -218,10 +224,8 @@ def _terrain_factor(
     """cos(incidence) / cos(sun zenith): hill shading of a Lambertian surface."""
     zx = (np.roll(z, -1, axis=1) - np.roll(z, 1, axis=1)) / (2.0 * gsd)
     zn = (np.roll(z, 1, axis=0) - np.roll(z, -1, axis=0)) / (2.0 * gsd)
-    se, ce = np.sin(sun_elev), np.cos(sun_elev)
-    sx, sy = ce * np.sin(sun_az), ce * np.cos(sun_az)
-    cos_i = (-zx * sx - zn * sy + se) / np.sqrt(1.0 + zx * zx + zn * zn)
-    return np.clip(cos_i / se, 0.0, 1.6).astype(np.float32)
+    cos_i = sun_incidence(zx, zn, sun_elev, sun_az)
+    return np.clip(cos_i / np.sin(sun_elev), 0.0, 1.6).astype(np.float32)
 
 
 def _scaled_relief(unit: NDArray[np.float32], gsd: float, slope: float) -> NDArray[np.float32]:
