@@ -393,6 +393,28 @@ def test_physics_1_2_lights_cloud_tops_from_the_sun_and_keeps_the_scenes() -> No
     assert np.array_equal(a.image, b.image)
 
 
+def test_relief_prob_mixes_flat_and_3d_topped_scenes_of_the_same_draw() -> None:
+    """``relief_prob`` 0.5 gives each scene either 1.2's 3-D tops or 1.1's flat ones, both bit
+    for bit, in about even shares; 1.0 (the default) is 1.2 unchanged; bad values are refused."""
+    cumulus = dict(size=32, low_cloud_weights=(("cumulus", 1.0),), cirrus_prob=0.0)
+    flat = SceneGenerator(SyntheticConfig(**cumulus), seed=3)
+    lit = SceneGenerator(SyntheticConfig(**cumulus, physics="1.2"), seed=3)
+    mixed = SceneGenerator(SyntheticConfig(**cumulus, physics="1.2", relief_prob=0.5), seed=3)
+    blue = sensor_bandset("sentinel-2a", ["B02"])
+    kinds = []
+    for index in range(40):
+        m = mixed.sample(blue, index).image
+        is_flat = np.array_equal(m, flat.sample(blue, index).image)
+        is_lit = np.array_equal(m, lit.sample(blue, index).image)
+        assert is_flat != is_lit, index  # exactly one of the two draws
+        kinds.append(is_lit)
+    assert 12 <= sum(kinds) <= 28  # binomial(40, 0.5): outside this with p < 0.002
+    with pytest.raises(ValueError, match="relief_prob"):
+        SyntheticConfig(relief_prob=1.5, physics="1.2")
+    with pytest.raises(ValueError, match="physics '1.2'"):
+        SyntheticConfig(relief_prob=0.5)
+
+
 def test_top_illumination_is_bounded_and_flat_tops_are_unlit() -> None:
     from xsensei.training.synthetic.clouds import RELIEF, top_illumination
 

@@ -42,8 +42,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     """Mean per-pixel KL(teacher || student) of the class distributions ``(B, C, H, W)``."""
     log_student = F.log_softmax(student_logits.float(), dim=1)
     log_teacher = F.log_softmax(teacher_logits.float(), dim=1)
-    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
-    return kl.mean()
+    kl = F.kl_div(log_student, log_teacher, reduction="none", log_target=True)
+    return kl.sum(dim=1).mean()
 
 
 def load_teacher(name_or_path: str, device: torch.device) -> CloudMaskModel:

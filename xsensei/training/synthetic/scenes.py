@@ -99,7 +99,9 @@ class SyntheticConfig:
     reflection; "1.0" (the version-1 models' generator) a weak ``0.02 x (450/lambda)^4``
     Rayleigh path without transmittance and an uncapped ``1 / (1 - Rs Rc)``. Its
     ``rayleigh_range`` was (0.5, 1.5): set it too, the default is 1.1's. "1.2" is 1.1 plus
-    3-D cloud tops (sunward slopes brighter, far slopes darker; same scenes and labels), opt-in.
+    3-D cloud tops (sunward slopes brighter, far slopes darker; same scenes and labels), opt-in;
+    its ``relief_prob`` < 1 leaves that share of scenes flat-topped, exactly as 1.1 draws them
+    (0.5 = an even mix of 1.1 and 1.2 scenes).
     """
 
     size: int = 256
@@ -141,11 +143,18 @@ class SyntheticConfig:
     field_resolution: int = 128  # low-resolution grid of the spectral fields
     library: str = "auto"  # "auto" | "earthlib" | "parametric"
     physics: str = "1.1"  # image-formation version, see PHYSICS_VERSIONS
+    relief_prob: float = 1.0  # physics 1.2: share of scenes with 3-D tops (the rest flat, as 1.1)
 
     def __post_init__(self) -> None:
         if self.physics not in PHYSICS_VERSIONS:
             raise ValueError(
                 f"unknown physics version {self.physics!r}; choose from {PHYSICS_VERSIONS}")
+        if not 0.0 <= self.relief_prob <= 1.0:
+            raise ValueError(f"relief_prob must lie in [0, 1], got {self.relief_prob}")
+        if self.relief_prob != 1.0 and self.physics != "1.2":
+            raise ValueError(
+                "relief_prob only applies to physics '1.2' (3-D cloud tops); set physics='1.2' "
+                "or leave relief_prob at 1.0")
         if not 0 < self.tau_thin <= self.tau_thick:
             raise ValueError("need 0 < tau_thin <= tau_thick")
         if not 0 < self.tau_thin_ice <= self.tau_thick:
@@ -247,6 +256,15 @@ class SceneGenerator:
         self.__init__(state["config"], state["seed"])
 
     # ---------------------------------------------------------------------------- scene
+    def _has_relief(self, index: int) -> bool:
+        """Whether scene ``index`` gets 3-D tops (physics 1.2), from a stream of its own so that
+        ``relief_prob`` 1 draws nothing and keeps 1.2's scenes bit for bit."""
+        p = self.config.relief_prob
+        if p >= 1.0:
+            return True
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 4]))
+        return bool(rng.random() < p)
+
     def scene(self, index: int) -> Scene:
         """The physical scene ``index`` (ground, clouds, shadows, atmosphere, labels)."""
         cfg = self.config
@@ -277,7 +295,8 @@ class SceneGenerator:
             make_cloud_layer(rng, k, grid, elev, az, cloud_tex, cfg.cloud_gain_range) for k in kinds
         ]
         layers.sort(key=lambda layer: layer.height_km)
-        if cfg.physics == "1.2":  # 3-D tops, from a stream of their own: 1.1's scene otherwise
+        if cfg.physics == "1.2" and self._has_relief(index):
+            # 3-D tops, from a stream of their own: 1.1's scene otherwise
             rng3d = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 3]))
             for layer in layers:
                 layer.illumination = top_illumination(rng3d, layer.kind, layer.tau, gsd, elev, az)
