@@ -148,6 +148,12 @@ def test_mask_geotiff_to_zarr_resume_and_refuse(geotiff, pixelnet_ckpt, expected
     assert data_files and all(snapshot(p) == {p: before[p]} for p in data_files)
 
     before = snapshot(store)
+    # another precision makes another mask: resume refuses instead of mixing the two
+    assert main([*map(str, args), "--resume", "--precision", "bf16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "precision auto" in err and "precision bf16" in err
+    assert snapshot(store) == before
+
     assert main([*map(str, args), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("xsensei mask: error: ")

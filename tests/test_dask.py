@@ -297,6 +297,31 @@ def test_resolution_runs_coarse_and_returns_the_native_grid(deeplab_ckpt, demo_d
     assert (mask[::2, ::2] == mask[::2, 1::2]).all()
 
 
+def test_resume_refuses_a_mask_made_with_other_inference_settings(
+    tmp_path: Path, pixelnet_ckpt, demo_desc
+) -> None:
+    """The mask records what else changes it (``attrs["inference"]``), so finishing a zarr job
+    with another ``resolution=`` or window raises instead of mixing two masks in one cube."""
+    from xsensei.io.zarr import ResumeMismatchError
+
+    scene = xsensei.demo_scene(128, seed=3).chunk({"y": 64, "x": 64})  # 30 m
+    kwargs = {"descriptors": demo_desc, "model": pixelnet_ckpt}
+    native = xsensei.cloudmask(scene, **kwargs)
+    coarse = xsensei.cloudmask(scene, resolution=60, **kwargs)
+    windowed = xsensei.cloudmask(scene, window=64, overlap=16, **kwargs)
+    assert native.attrs["inference"] == "per pixel; native grid; precision auto; partial fill"
+    assert coarse.attrs["inference"] == (
+        "per pixel; model grid 2x coarser; precision auto; partial fill")
+    assert windowed.attrs["inference"].startswith("window 64 overlap 16 blend cosine; native grid")
+    store = tmp_path / "mask.zarr"
+    xsensei.to_zarr(native, store, progress=False)
+    assert xsensei.to_zarr(native, store, resume=True, progress=False).chunks_skipped == 4
+    for other in (coarse, windowed):
+        with pytest.raises(ResumeMismatchError, match="inference: store has 'per pixel; native"):
+            xsensei.to_zarr(other, store, resume=True, progress=False)
+    np.testing.assert_array_equal(xr.open_zarr(store)["cloud_mask"].values, native.values)
+
+
 def test_resolution_says_when_it_cannot_honour_the_request(deeplab_ckpt, demo_desc) -> None:
     """xsensei only coarsens, by whole pixels: a finer or off-multiple request warns with the
     pixel size the model actually runs at; an impossible one raises."""

@@ -292,17 +292,20 @@ def test_default_distributed_client_is_used(tmp_path, capsys):
         ({"model_version": "2.0"}, "model_version"),
         ({"shift_x": 30.0}, "coordinate 'x'"),
         ({"crs": "EPSG:32619"}, "CRS"),
+        ({"input_bands": "B04 B08 B11"}, "input_bands"),
+        ({"inference": "window 256 overlap 64 blend cosine; model grid 2x coarser"}, "inference"),
     ],
 )
 def test_resume_refuses_a_different_grid(tmp_path, change, expected):
     values = _values((3, 64, 80))
     store = tmp_path / "mask.zarr"
-    to_zarr(make_mask(values), store)
+    settings = {"input_bands": "B04 B08", "inference": "window 256 overlap 64 blend cosine"}
+    to_zarr(make_mask(values).assign_attrs(settings), store)
     other = make_mask(
         change.get("values", values),
         change.get("chunks", (1, 32, 32)),
         model_version=change.get("model_version", "1.0"),
-    )
+    ).assign_attrs({k: change.get(k, v) for k, v in settings.items()})
     if "shift_x" in change:
         other = other.assign_coords(x=other.x + change["shift_x"])
     if "crs" in change:
@@ -310,6 +313,22 @@ def test_resume_refuses_a_different_grid(tmp_path, change, expected):
     with pytest.raises(ResumeMismatchError, match=expected) as err:
         to_zarr(other, store, resume=True)
     assert "overwrite=True" in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+def test_resume_of_a_store_written_before_the_inference_check(tmp_path):
+    """Stores whose metadata predate ``input_bands`` / ``inference`` still resume."""
+    values = _values((2, 32, 64))
+    store = tmp_path / "old.zarr"
+    to_zarr(make_mask(values), store)
+    group = zarr.open_group(store, mode="r+")
+    meta = dict(group.attrs["xsensei_store"])
+    del meta["input_bands"], meta["inference"]
+    group.attrs["xsensei_store"] = meta
+    zarr.consolidate_metadata(store)
+    mask = make_mask(values).assign_attrs(inference="window 256 overlap 64 blend cosine")
+    report = to_zarr(mask, store, resume=True)
+    assert report.chunks_written == 0 and report.chunks_skipped == 4
 
 
 def test_resume_refuses_a_store_not_written_by_xsensei(tmp_path):

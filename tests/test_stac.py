@@ -312,7 +312,7 @@ def test_cli_writes_a_cube_a_new_user_can_open(env: StacEnv, client: Any,
                             5080000.0)
     cmd = [sys.executable, "-m", "xsensei.stac_job", "--api", env.url, "--collection", S2_11,
            "--bbox", ",".join(f"{v:.6f}" for v in bbox), "--datetime", "2015-07-20/2015-09-01",
-           "--out", str(out), "--model", str(env.model), "--chunks", "32",
+           "--out", str(out), "--model", str(env.model), "--chunks", "32", "--precision", "fp32",
            "--scheduler", client.scheduler.address]
     run_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -327,6 +327,7 @@ def test_cli_writes_a_cube_a_new_user_can_open(env: StacEnv, client: Any,
     assert [str(t)[:10] for t in mask["time"].values] == ["2015-07-31", "2015-08-20",
                                                           "2015-08-30"]
     assert mask.attrs["flag_meanings"] == "clear thick_cloud thin_cloud cloud_shadow nodata"
+    assert "precision fp32" in mask.attrs["inference"]  # --precision reached cloudmask()
     assert cube["cloud_fraction"].dims == ("time",)
     t = mask.rio.transform()
     assert (t.a, t.c % 10, t.f % 10) == (10.0, 0.0, 0.0)

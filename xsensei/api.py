@@ -391,7 +391,17 @@ def cloudmask(
     result = wrap_output(out, template, kind=output, classes=loaded.classes,
                          model_name=loaded.ref.name, model_version=loaded.ref.version)
     result.attrs["input_bands"] = " ".join(str(n) for n in resolved.names)  # what the model read
+    result.attrs["inference"] = _inference_summary(spec, factor, precision, partial)
     return result
+
+
+def _inference_summary(spec: WindowSpec, factor: int, precision: str, partial: str) -> str:
+    """The settings that change a mask beyond the model and its input bands, as one readable
+    attribute: ``to_zarr(resume=True)`` refuses to finish a store written with others."""
+    windows = ("per pixel" if spec.size is None
+               else f"window {spec.size} overlap {spec.overlap} blend {spec.blend}")
+    grid = "native grid" if factor == 1 else f"model grid {factor}x coarser"
+    return f"{windows}; {grid}; precision {precision}; partial {partial}"
 
 
 def prepare_lazily(values: da.Array, prepare: Preparer) -> da.Array:

@@ -102,6 +102,7 @@ def stac_to_zarr(
     model: Any = "default",
     model_resolution: float | None = None,
     device: str = "auto",
+    precision: str = "auto",
     torch_threads: int | None = None,
     batch_size: int = 4,
     scheduler: Any = None,
@@ -121,8 +122,8 @@ def stac_to_zarr(
       native grid, clipped to ``bbox``.
     - ``model``: a packaged model name or a checkpoint path (a path, not a model object, on a
       multi-process cluster: each worker loads it once). ``model_resolution`` runs it on a
-      coarser grid (see :func:`xsensei.cloudmask`); ``device``, ``torch_threads``,
-      ``batch_size`` as there.
+      coarser grid (see :func:`xsensei.cloudmask`); ``device``, ``precision``,
+      ``torch_threads``, ``batch_size`` as there.
     - ``scheduler``: None (Dask's default: threads, or an active ``distributed.Client``),
       ``"threads"``/``"processes"``, ``"local"`` (a ``LocalCluster`` of ``n_workers`` processes
       with ``threads_per_worker`` threads, closed afterwards), a scheduler address
@@ -163,7 +164,7 @@ def stac_to_zarr(
     keys = tuple(str(b) for b in stack["band"].values)
     hrefs = asset_hrefs(items, keys)
     mask = cloudmask(stack, model=model, resolution=model_resolution, device=device,
-                     torch_threads=torch_threads, batch_size=batch_size)
+                     precision=precision, torch_threads=torch_threads, batch_size=batch_size)
     if not isinstance(mask, xr.DataArray):  # pragma: no cover - cloudmask of a DataArray
         raise TypeError("cloudmask returned no DataArray")
     mask.attrs.update({
@@ -223,7 +224,7 @@ def cmd_stac(args: argparse.Namespace) -> int:
             assets=args.assets.split(",") if args.assets else None,
             resolution=args.resolution, epsg=args.epsg, chunks=args.chunks, model=args.model,
             model_resolution=args.model_resolution, device=args.device,
-            torch_threads=args.torch_threads, scheduler=args.scheduler,
+            precision=args.precision, torch_threads=args.torch_threads, scheduler=args.scheduler,
             n_workers=args.workers, threads_per_worker=args.threads_per_worker,
             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
         )
@@ -242,6 +243,8 @@ def cmd_stac(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     """Register ``xsensei stac`` on an ``argparse`` subparsers object."""
+    from xsensei.cli import add_precision_argument
+
     p = subparsers.add_parser(
         "stac", help="search a STAC API, mask every item, write a zarr cube (resumable)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -264,6 +267,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model-resolution", type=float, default=None,
                    help="run the model on a coarser grid (metres), e.g. 20 for Sentinel-2")
     p.add_argument("--device", default="auto")
+    add_precision_argument(p)
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch threads per worker (Dask nanny workers default to 1)")
     p.add_argument("--scheduler", default=None,

@@ -261,7 +261,15 @@ def _store_meta(mask: xr.DataArray, name: str, zchunks: tuple[int, ...]) -> dict
         "dtype": str(mask.dtype),
         "model": str(mask.attrs.get("model", "")),
         "model_version": str(mask.attrs.get("model_version", "")),
+        # what else changes the mask (cloudmask's attrs); stores written before these keys
+        # existed resume without their check
+        "input_bands": str(mask.attrs.get("input_bands", "")),
+        "inference": str(mask.attrs.get("inference", "")),
     }
+
+
+#: ``_store_meta`` keys that older stores may lack.
+_LATER_KEYS = frozenset({"input_bands", "inference"})
 
 
 def _create_store(
@@ -372,7 +380,8 @@ def _check_resumable(path: Path, mask: xr.DataArray, name: str, zchunks: tuple[i
     problems = [
         f"{key}: store has {meta.get(key)!r}, mask has {expected[key]!r}"
         for key in expected
-        if key not in ("writer",) and meta.get(key) != expected[key]
+        if key != "writer" and not (key in _LATER_KEYS and key not in meta)
+        and meta.get(key) != expected[key]
     ]
     if not problems:
         stored = xr.open_zarr(path, decode_coords="all", consolidated=True)
@@ -386,7 +395,7 @@ def _check_resumable(path: Path, mask: xr.DataArray, name: str, zchunks: tuple[i
         if any(p.startswith("chunks") for p in problems):
             hint = f" (rechunk the mask to {tuple(meta.get('chunks', ()))} to match)"
         raise ResumeMismatchError(
-            f"cannot resume {path}: the stored grid differs from this mask{hint}:\n  - "
+            f"cannot resume {path}: it holds another mask (grid, model or settings){hint}:\n  - "
             + "\n  - ".join(problems)
             + "\npass overwrite=True to replace the store"
         )
