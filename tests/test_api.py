@@ -104,6 +104,24 @@ def test_uint16_dn_without_scale_refused_at_call(scene, pixelnet):
         xsensei.cloudmask(dn, model=pixelnet)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"precision": "fp64"}, r"precision must be one of .*'bf16'.*got 'fp64'"),
+        ({"device": "tpu"}, r"device must be 'auto' or a torch device .*got 'tpu'"),
+        ({"partial": "any"}, r"partial must be 'fill' or 'nodata', got 'any'"),
+        ({"batch_size": 0}, r"batch_size must be a whole number >= 1, got 0"),
+        ({"torch_threads": 0}, r"torch_threads must be None .* got 0"),
+    ],
+)
+def test_bad_inference_options_are_refused_at_call(scene, pixelnet, option, message):
+    """Not hours later inside a task on a cluster: the lazy call itself raises."""
+    with pytest.raises(ValueError, match=message):
+        xsensei.cloudmask(scene.chunk({"x": 8}), model=pixelnet, **option)
+    with pytest.raises(ValueError, match=message):
+        xsensei.cloudmask(scene.values, DEMO_WAVELENGTHS_NM, model=pixelnet, **option)
+
+
 def test_uint16_dn_with_scale_matches_reflectance(scene, pixelnet):
     dn = (scene * 10000).round().astype("uint16")
     from_dn = xsensei.cloudmask(dn, scale=1e-4, model=pixelnet, output="probability")

@@ -43,6 +43,11 @@ class BlockTask:
     partial: Partial = "fill"
     torch_threads: int | None = None
 
+    def __post_init__(self) -> None:
+        runtime.check_options(self.device, self.precision, self.batch_size, self.torch_threads)
+        if self.partial not in ("fill", "nodata"):
+            raise ValueError(f"partial must be 'fill' or 'nodata', got {self.partial!r}")
+
     @property
     def n_classes(self) -> int:
         return len(self.class_values)

@@ -161,6 +161,38 @@ def get_runner(
     return runner
 
 
+#: ``precision=`` values of the inference functions.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def check_options(device: str | torch.device, precision: str, batch_size: int,
+                  torch_threads: int | None) -> None:
+    """Refuse bad inference options when the graph is built, not hours later in a task.
+
+    The device string is only parsed: whether a GPU exists is the workers' business (a client
+    without one may drive a GPU cluster), and :func:`resolve_device` checks it there.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device != "auto" and not isinstance(device, torch.device):
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or "
+                f"'mps', got {device!r}"
+            ) from err
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if torch_threads is not None and (
+            isinstance(torch_threads, bool) or not isinstance(torch_threads, int | np.integer)
+            or torch_threads < 1):
+        raise ValueError(
+            f"torch_threads must be None (keep torch's setting) or a whole number >= 1, got "
+            f"{torch_threads!r}")
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """``auto``: bf16 (or fp16) autocast on GPUs, full fp32 on CPU for exact reproducibility."""
     if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
@@ -171,7 +203,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
-    raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def input_multiple(module: torch.nn.Module) -> int:
