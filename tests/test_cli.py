@@ -207,3 +207,16 @@ def test_mask_unknown_sensor_exits_2(geotiff, pixelnet_ckpt, tmp_path, capsys):
     assert not out.exists()
 
 
+
+
+def test_precision_choices_are_the_engine_precisions():
+    """The CLI spells the choices out (``--help`` imports no torch); they must not drift."""
+    import argparse
+
+    from xsensei.cli import add_precision_argument
+    from xsensei.engine.runtime import PRECISIONS
+
+    parser = argparse.ArgumentParser()
+    add_precision_argument(parser)
+    action = next(a for a in parser._actions if a.dest == "precision")
+    assert tuple(action.choices) == PRECISIONS and action.default == "auto"

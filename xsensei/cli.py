@@ -73,7 +73,8 @@ def cmd_mask(args: argparse.Namespace) -> int:
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """``--precision``, as ``cloudmask(precision=...)``."""
+    """``--precision``, as ``cloudmask(precision=...)`` (the choices are
+    ``xsensei.engine.runtime.PRECISIONS``, spelled out so that ``--help`` needs no torch)."""
     parser.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
         help="auto: bf16/fp16 autocast on GPUs, fp32 on CPU (the same mask on every CPU kind); "

@@ -51,7 +51,8 @@ _COUNT_BATCH = 64  # stored chunks recounted per task on resume
 
 
 class ResumeMismatchError(XSenseiError, ValueError):
-    """``resume=True`` found a store whose grid or model differs from the mask being written."""
+    """``resume=True`` found a store whose grid, model, bands or inference settings differ from
+    the mask being written."""
 
 
 @dataclass(frozen=True)
