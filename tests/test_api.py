@@ -112,6 +112,8 @@ def test_uint16_dn_without_scale_refused_at_call(scene, pixelnet):
         ({"partial": "any"}, r"partial must be 'fill' or 'nodata', got 'any'"),
         ({"batch_size": 0}, r"batch_size must be a whole number >= 1, got 0"),
         ({"torch_threads": 0}, r"torch_threads must be None .* got 0"),
+        ({"nodata": "0"}, r"nodata must be a number .* got '0'"),
+        ({"scale": 0}, r"scale is 0 for band\(s\) at position\(s\) \[0, 1, 2, 3, 4, 5\]"),
     ],
 )
 def test_bad_inference_options_are_refused_at_call(scene, pixelnet, option, message):
@@ -127,6 +129,27 @@ def test_uint16_dn_with_scale_matches_reflectance(scene, pixelnet):
     from_dn = xsensei.cloudmask(dn, scale=1e-4, model=pixelnet, output="probability")
     refl = xsensei.cloudmask(dn.astype("float32") * 1e-4, model=pixelnet, output="probability")
     np.testing.assert_allclose(from_dn.values, refl.values, atol=1e-5)
+
+
+def test_numpy_dn_with_scale_and_offset_match_reflectance(scene, pixelnet):
+    """The numpy path honours scale=/offset= as DataArrays do (it used to drop them and then
+    ask for them); nodata and all-zero fill are found on the digital numbers."""
+    refl = scene.values
+    ref = xsensei.cloudmask(refl, DEMO_WAVELENGTHS_NM, model=pixelnet, output="probability")
+    dn = (np.round(refl * 10000) + 1000).astype("uint16")  # Sentinel-2 baseline >= 04.00
+    dn[:, :4] = 0  # fill border (rows 0-3)
+    dn[:, 4:6] = 65535  # declared nodata (rows 4-5)
+    got = xsensei.cloudmask(dn, DEMO_WAVELENGTHS_NM, model=pixelnet, scale=1e-4, offset=-0.1,
+                            nodata=65535, output="probability")
+    assert np.isnan(got[:, :6]).all() and not np.isnan(got[:, 6:]).any()
+    np.testing.assert_allclose(got[:, 6:], ref[:, 6:], atol=2e-3)
+    per_band = xsensei.cloudmask(dn, DEMO_WAVELENGTHS_NM, model=pixelnet, scale=[1e-4] * 6,
+                                 offset=-0.1, nodata=65535, output="probability")
+    np.testing.assert_array_equal(per_band, got)
+    with pytest.raises(InputError, match="mapping needs band names"):
+        xsensei.cloudmask(dn, DEMO_WAVELENGTHS_NM, model=pixelnet, scale={"B02": 1e-4})
+    with pytest.raises(InputError, match=r"scale= has 5 values; expected a scalar or 6"):
+        xsensei.cloudmask(dn, DEMO_WAVELENGTHS_NM, model=pixelnet, scale=[1e-4] * 5)
 
 
 def test_uint16_dn_nodata_becomes_255(scene, pixelnet):

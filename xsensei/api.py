@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask.array as da
@@ -98,6 +99,15 @@ class Preparer:
     scale: Any = None  # radiometry.ScaleSpec | None
     resolved: Any = None  # band_metadata.ResolvedBands | None
 
+    def __post_init__(self) -> None:
+        nodata = self.nodata
+        if nodata is not None and (isinstance(nodata, bool)
+                                   or not isinstance(nodata, int | float | np.number)):
+            raise InputError(
+                f"nodata must be a number (the input's fill value, e.g. 0 or -9999) or None, "
+                f"got {nodata!r}"
+            )
+
     def __call__(self, block: NDArray[Any]) -> NDArray[np.float32]:
         values = block.astype(np.float32, copy=True)
         if self.nodata is not None and np.isfinite(self.nodata):
@@ -110,6 +120,9 @@ class Preparer:
             from xsensei.radiometry import to_model_units
 
             values = to_model_units(values, self.resolved, self.scale)
+        elif self.scale is not None:  # numpy input: DN * scale + offset, nodata found on DN
+            values *= self.scale.scale.astype(np.float32)[:, None, None]
+            values += self.scale.offset.astype(np.float32)[:, None, None]
         # A pixel with no reflective value (fill in every reflective band) is nodata, even
         # where a thermal band still has a value.
         values[:, ~np.isfinite(values[refl]).any(axis=0)] = np.nan
@@ -178,12 +191,16 @@ def cloudmask_numpy(
     model: ModelArg = DEFAULT_MODEL,
     output: Output = "mask",
     nodata: float | None = None,
+    scale: Any = None,
+    offset: Any = None,
     window: int | None = None,
     overlap: int | None = None,
     blend: Blend = "cosine",
     **options: Any,
 ) -> NDArray[Any]:
-    """Mask a numpy ``(band, y, x)`` reflectance array; ``descriptors`` (N, 3) nm."""
+    """Mask a numpy ``(band, y, x)`` reflectance array; ``descriptors`` (N, 3) nm. Digital
+    numbers need ``scale``/``offset``: a scalar applies to the reflective bands (as for
+    DataArrays), a sequence gives one value per band; ``nodata`` is in the input's units."""
     values = np.asarray(values)
     if values.ndim != 3:
         raise InputError(f"expected a (band, y, x) array, got shape {values.shape}")
@@ -194,12 +211,47 @@ def cloudmask_numpy(
             f"bands, got shape {desc.shape}"
         )
     loaded = resolve_model(model)
+    scale_spec = _numpy_scale(desc, scale, offset)
     keep = model_bands(desc, loaded)
     if not keep.all():
         values, desc = values[keep], desc[keep]
+        if scale_spec is not None:
+            scale_spec = replace(scale_spec, scale=scale_spec.scale[keep],
+                                 offset=scale_spec.offset[keep])
     spec = window_spec(loaded, window, overlap, blend)
-    task = _task(loaded, desc, output, Preparer(nodata=nodata), spec, **options)
+    task = _task(loaded, desc, output, Preparer(nodata=nodata, scale=scale_spec), spec, **options)
     return predict_numpy(values, task)
+
+
+def _numpy_scale(descriptors: NDArray[np.float64], scale: Any, offset: Any) -> Any:
+    """``scale=`` / ``offset=`` for a numpy array as a ScaleSpec (None when neither is given).
+
+    A scalar leaves thermal bands (centre above ``THERMAL_CENTRE_NM``) alone, as for
+    DataArrays; a sequence gives one value per band. A mapping needs band names, which a numpy
+    array lacks."""
+    from xsensei.band_metadata import THERMAL_CENTRE_NM
+    from xsensei.radiometry import ScaleSpec
+
+    if scale is None and offset is None:
+        return None
+    thermal = descriptors[:, 1] > THERMAL_CENTRE_NM
+
+    def per_band(value: Any, default: float, what: str) -> NDArray[np.float64]:
+        if isinstance(value, Mapping):
+            raise InputError(
+                f"{what}= as a mapping needs band names, which a numpy array has none of: pass "
+                f"a scalar or one value per band, in band order"
+            )
+        arr = np.asarray(default if value is None else value, dtype=np.float64)
+        if arr.ndim == 0:
+            return np.where(thermal, default, float(arr))
+        arr = arr.reshape(-1)
+        if arr.size != len(descriptors):
+            raise InputError(f"{what}= has {arr.size} values; expected a scalar or "
+                             f"{len(descriptors)} (one per band)")
+        return arr
+
+    return ScaleSpec(per_band(scale, 1.0, "scale"), per_band(offset, 0.0, "offset"))
 
 
 def _as_band_array(data: xr.DataArray | xr.Dataset, resolved: Any, band_dim: str) -> xr.DataArray:
@@ -324,7 +376,8 @@ def cloudmask(
                 "pass sensor="
             )
         return cloudmask_numpy(data, descriptors, model=model, output=output, nodata=nodata,
-                               window=window, overlap=overlap, blend=blend, **options)
+                               scale=scale, offset=offset, window=window, overlap=overlap,
+                               blend=blend, **options)
     if not isinstance(data, xr.DataArray | xr.Dataset):
         raise InputError(f"expected an xarray DataArray/Dataset or numpy array, got {type(data)}")
 

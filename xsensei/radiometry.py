@@ -124,6 +124,12 @@ class ScaleSpec:
             raise InputError(f"scale {scale.shape} and offset {offset.shape} differ in length")
         if not (np.isfinite(scale).all() and np.isfinite(offset).all()):
             raise InputError("scale and offset must be finite")
+        if (scale == 0).any():
+            raise InputError(
+                f"scale is 0 for band(s) at position(s) {np.flatnonzero(scale == 0).tolist()}: "
+                "every value would become the offset. Pass the factor that turns DN into "
+                "reflectance, e.g. scale=0.0001 for Sentinel-2 L1C"
+            )
         if self.thermal_units is not None and len(self.thermal_units) != scale.size:
             raise InputError("ScaleSpec.thermal_units needs one entry per band")
         for arr in (scale, offset):
