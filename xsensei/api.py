@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -121,8 +120,9 @@ class Preparer:
 
             values = to_model_units(values, self.resolved, self.scale)
         elif self.scale is not None:  # numpy input: DN * scale + offset, nodata found on DN
-            values *= self.scale.scale.astype(np.float32)[:, None, None]
-            values += self.scale.offset.astype(np.float32)[:, None, None]
+            from xsensei.radiometry import apply_scale
+
+            apply_scale(values, self.scale)
         # A pixel with no reflective value (fill in every reflective band) is nodata, even
         # where a thermal band still has a value.
         values[:, ~np.isfinite(values[refl]).any(axis=0)] = np.nan
@@ -199,8 +199,9 @@ def cloudmask_numpy(
     **options: Any,
 ) -> NDArray[Any]:
     """Mask a numpy ``(band, y, x)`` reflectance array; ``descriptors`` (N, 3) nm. Digital
-    numbers need ``scale``/``offset``: a scalar applies to the reflective bands (as for
-    DataArrays), a sequence gives one value per band; ``nodata`` is in the input's units."""
+    numbers need ``scale``/``offset``, read as for DataArrays
+    (:func:`~xsensei.radiometry.explicit_scale`; no band names, so no mapping); ``nodata`` is in
+    the input's units."""
     values = np.asarray(values)
     if values.ndim != 3:
         raise InputError(f"expected a (band, y, x) array, got shape {values.shape}")
@@ -211,47 +212,19 @@ def cloudmask_numpy(
             f"bands, got shape {desc.shape}"
         )
     loaded = resolve_model(model)
-    scale_spec = _numpy_scale(desc, scale, offset)
     keep = model_bands(desc, loaded)
+    scale_spec = None
+    if scale is not None or offset is not None:
+        from xsensei.band_metadata import THERMAL_CENTRE_NM
+        from xsensei.radiometry import explicit_scale
+
+        scale_spec = explicit_scale(scale, offset, desc[keep, 1] > THERMAL_CENTRE_NM,
+                                    n_in=len(desc), indices=np.flatnonzero(keep).tolist())
     if not keep.all():
         values, desc = values[keep], desc[keep]
-        if scale_spec is not None:
-            scale_spec = replace(scale_spec, scale=scale_spec.scale[keep],
-                                 offset=scale_spec.offset[keep])
     spec = window_spec(loaded, window, overlap, blend)
     task = _task(loaded, desc, output, Preparer(nodata=nodata, scale=scale_spec), spec, **options)
     return predict_numpy(values, task)
-
-
-def _numpy_scale(descriptors: NDArray[np.float64], scale: Any, offset: Any) -> Any:
-    """``scale=`` / ``offset=`` for a numpy array as a ScaleSpec (None when neither is given).
-
-    A scalar leaves thermal bands (centre above ``THERMAL_CENTRE_NM``) alone, as for
-    DataArrays; a sequence gives one value per band. A mapping needs band names, which a numpy
-    array lacks."""
-    from xsensei.band_metadata import THERMAL_CENTRE_NM
-    from xsensei.radiometry import ScaleSpec
-
-    if scale is None and offset is None:
-        return None
-    thermal = descriptors[:, 1] > THERMAL_CENTRE_NM
-
-    def per_band(value: Any, default: float, what: str) -> NDArray[np.float64]:
-        if isinstance(value, Mapping):
-            raise InputError(
-                f"{what}= as a mapping needs band names, which a numpy array has none of: pass "
-                f"a scalar or one value per band, in band order"
-            )
-        arr = np.asarray(default if value is None else value, dtype=np.float64)
-        if arr.ndim == 0:
-            return np.where(thermal, default, float(arr))
-        arr = arr.reshape(-1)
-        if arr.size != len(descriptors):
-            raise InputError(f"{what}= has {arr.size} values; expected a scalar or "
-                             f"{len(descriptors)} (one per band)")
-        return arr
-
-    return ScaleSpec(per_band(scale, 1.0, "scale"), per_band(offset, 0.0, "offset"))
 
 
 def _as_band_array(data: xr.DataArray | xr.Dataset, resolved: Any, band_dim: str) -> xr.DataArray:

@@ -192,18 +192,29 @@ def _n_input_bands(obj: Any, resolved: ResolvedBands) -> int:
 
 
 def _per_band(
-    value: Any, resolved: ResolvedBands, n_in: int, what: str, default: float
+    value: Any,
+    names: Sequence[str] | None,
+    indices: Sequence[int],
+    n_in: int,
+    what: str,
+    default: float,
 ) -> np.ndarray:
-    """Explicit scalar / sequence / mapping -> one value per kept band."""
-    n = len(resolved)
+    """Explicit scalar / sequence / mapping -> one value per kept band (``indices`` are the
+    kept bands' positions among ``n_in``). ``names`` None: the input has no band names (numpy)."""
+    n = len(indices)
     if isinstance(value, Mapping):
+        if names is None:
+            raise InputError(
+                f"{what}= as a mapping needs band names, which a numpy array has none of: pass "
+                f"a scalar or one value per band, in band order"
+            )
         keys = {str(k): float(v) for k, v in value.items()}
-        unknown = sorted(set(keys) - set(resolved.names))
+        unknown = sorted(set(keys) - set(names))
         if unknown:
             raise InputError(
-                f"{what}= names unknown band(s) {unknown}; the bands are {list(resolved.names)}"
+                f"{what}= names unknown band(s) {unknown}; the bands are {list(names)}"
             )
-        return np.array([keys.get(name, default) for name in resolved.names], dtype=np.float64)
+        return np.array([keys.get(name, default) for name in names], dtype=np.float64)
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 0:
         return np.full(n, float(arr))
@@ -211,11 +222,42 @@ def _per_band(
     if arr.size == n:
         return arr.copy()
     if arr.size == n_in:
-        return arr[list(resolved.indices)]
+        return arr[list(indices)]
+    if names is None and n == n_in:
+        raise InputError(f"{what}= has {arr.size} values; expected a scalar or {n} (one per band)")
+    kept = list(names) if names is not None else f"band positions {list(indices)}"
     raise InputError(
         f"{what}= has {arr.size} values; expected a scalar, {n} (the kept bands "
-        f"{list(resolved.names)}) or {n_in} (all input bands)"
+        f"{kept}) or {n_in} (all input bands)"
     )
+
+
+def explicit_scale(
+    scale: Any,
+    offset: Any,
+    thermal: ArrayLike,
+    n_in: int,
+    indices: Sequence[int],
+    names: Sequence[str] | None = None,
+) -> ScaleSpec:
+    """The user's ``scale=`` / ``offset=`` for the kept bands: a scalar applies to reflective
+    bands only (thermal bands never share the reflective DN convention), a sequence gives one
+    value per kept or per input band, a mapping band -> value (needs ``names``)."""
+    thermal = np.asarray(thermal, dtype=bool)
+    sc = _per_band(1.0 if scale is None else scale, names, indices, n_in, "scale", 1.0)
+    of = _per_band(0.0 if offset is None else offset, names, indices, n_in, "offset", 0.0)
+    if _is_scalar(scale):
+        sc = np.where(thermal, 1.0, sc)
+    if _is_scalar(offset):
+        of = np.where(thermal, 0.0, of)
+    return ScaleSpec(sc, of, source="explicit")
+
+
+def apply_scale(values: NDArray[np.float32], scale_spec: ScaleSpec) -> None:
+    """In place: ``values * scale + offset``, bands on axis 0."""
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    values *= scale_spec.scale.astype(np.float32).reshape(shape)
+    values += scale_spec.offset.astype(np.float32).reshape(shape)
 
 
 def _band_attrs(obj: Any, resolved: ResolvedBands) -> list[Mapping[str, Any]] | None:
@@ -462,14 +504,8 @@ def scale_from_metadata(
     """
     n_in = _n_input_bands(obj, resolved)
     if scale is not None or offset is not None:
-        thermal = np.asarray(resolved.is_thermal)
-        sc = _per_band(1.0 if scale is None else scale, resolved, n_in, "scale", 1.0)
-        of = _per_band(0.0 if offset is None else offset, resolved, n_in, "offset", 0.0)
-        if _is_scalar(scale):
-            sc = np.where(thermal, 1.0, sc)
-        if _is_scalar(offset):
-            of = np.where(thermal, 0.0, of)
-        return ScaleSpec(sc, of, source="explicit")
+        return explicit_scale(scale, offset, resolved.is_thermal, n_in, resolved.indices,
+                              resolved.names)
     if not _data_are_raw(obj, resolved, sample):
         return None
     for finder in (_raster_bands, _cf_scale, _sentinel2_scale):
@@ -676,9 +712,7 @@ def to_model_units(
             raise InputError(
                 f"scale has {len(scale_spec)} bands but {len(resolved)} bands were resolved"
             )
-        shape = (-1,) + (1,) * (arr.ndim - 1)
-        out *= scale_spec.scale.astype(np.float32).reshape(shape)
-        out += scale_spec.offset.astype(np.float32).reshape(shape)
+        apply_scale(out, scale_spec)
     thermal = np.flatnonzero(np.asarray(resolved.is_thermal))
     if thermal.size:
         units = _thermal_units_per_band(thermal_units, resolved, scale_spec)

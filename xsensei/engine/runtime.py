@@ -165,6 +165,11 @@ def get_runner(
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def _is_count(value: Any) -> bool:
+    """A whole number >= 1 (bools are not counts)."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= 1
+
+
 def check_options(device: str | torch.device, precision: str, batch_size: int,
                   torch_threads: int | None) -> None:
     """Refuse bad inference options when the graph is built, not hours later in a task.
@@ -182,12 +187,9 @@ def check_options(device: str | torch.device, precision: str, batch_size: int,
                 f"device must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or "
                 f"'mps', got {device!r}"
             ) from err
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
-            or batch_size < 1:
+    if not _is_count(batch_size):
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if torch_threads is not None and (
-            isinstance(torch_threads, bool) or not isinstance(torch_threads, int | np.integer)
-            or torch_threads < 1):
+    if torch_threads is not None and not _is_count(torch_threads):
         raise ValueError(
             f"torch_threads must be None (keep torch's setting) or a whole number >= 1, got "
             f"{torch_threads!r}")
