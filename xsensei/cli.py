@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     from xsensei.training.train import add_parser as add_train_parser
 
     add_train_parser(sub)
+    from xsensei.training.averaging import add_parser as add_average_parser
+
+    add_average_parser(sub)
     from xsensei.stac_job import add_parser as add_stac_parser
 
     add_stac_parser(sub)

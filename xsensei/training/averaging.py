@@ -1,4 +1,5 @@
-"""Exponential moving average (EMA) of a model's weights during training.
+"""Weight averages: an exponential moving average during training, and a uniform average of
+finished checkpoints ("model soup").
 
 Why: on a CPU budget the fast recipe is stopped after ~1-3k steps of a noisy optimisation, and
 which checkpoint a run ends on moves real-scene F1 by 5-9 points from seed to seed (model card).
@@ -9,16 +10,27 @@ The average covers every floating-point parameter *and* buffer (batch-norm runni
 included, so the averaged network is self-consistent); integer buffers (batch-norm step
 counters) are copied. The rate warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
 updates, so early validations do not see a network still dominated by its initial weights.
+
+:func:`average_checkpoints` averages runs that share an architecture and start from one
+parent (e.g. one recipe with several seeds): fine-tunes of one network stay in one basin of
+the loss, where the mean of their weights scores like the ensemble of their predictions at the
+cost of one model (Wortsman et al. 2022, "Model soups").
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["WeightAverage"]
+from xsensei.errors import CheckpointError
+from xsensei.weights.checkpoint import load_checkpoint, save_model
+
+__all__ = ["WeightAverage", "average_checkpoints"]
 
 
 class WeightAverage:
@@ -63,3 +75,87 @@ class WeightAverage:
             raise ValueError(f"the run was averaged with decay {state['decay']}, not "
                              f"{self.decay}")
         self.updates = int(state["updates"])
+
+
+def average_checkpoints(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    version: str = "0",
+    overwrite: bool = False,
+) -> Path:
+    """Write the uniform average of two or more checkpoints of one architecture to ``out``.
+
+    Every floating-point tensor (weights and batch-norm running statistics) becomes the mean of
+    the inputs', computed in float64 and cast back; integer tensors (batch-norm step counters)
+    are the first input's. The inputs must share architecture, tensor names and shapes, and
+    inference settings; the output's provenance lists each input (its SHA-256 and provenance).
+    It is ``trained`` only if every input is.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    loaded = [load_checkpoint(path) for path in map(Path, paths)]
+    first_model, first_meta = loaded[0]
+    first = first_model.state_dict()
+    for path, (model, meta) in zip(paths[1:], loaded[1:], strict=True):
+        if meta["architecture"] != first_meta["architecture"]:
+            raise CheckpointError(
+                f"{path} has another architecture than {paths[0]}; only checkpoints of one "
+                "architecture (fine-tunes of one network) can be averaged")
+        if meta.get("inference", {}) != first_meta.get("inference", {}):
+            raise CheckpointError(
+                f"{path} has other inference settings ({meta.get('inference')}) than "
+                f"{paths[0]} ({first_meta.get('inference')}); average runs of one recipe")
+        tensors = model.state_dict()
+        shapes = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+        if shapes != {k: (v.dtype, tuple(v.shape)) for k, v in first.items()}:
+            raise CheckpointError(f"{path}: tensor names, dtypes or shapes differ from "
+                                  f"{paths[0]}'s")
+    states = [model.state_dict() for model, _ in loaded]
+    averaged: dict[str, torch.Tensor] = {}
+    for key, value in first.items():
+        if value.is_floating_point():
+            total = torch.zeros_like(value, dtype=torch.float64)
+            for state in states:
+                total += state[key].to(torch.float64)
+            averaged[key] = (total / len(states)).to(value.dtype)
+        else:
+            averaged[key] = value.clone()
+    first_model.load_state_dict(averaged, strict=True)
+    provenance: dict[str, Any] = {
+        "weight_average": {
+            "method": "uniform mean of the floating-point tensors; integer tensors from the "
+                      "first input",
+            "inputs": [
+                {"path": str(path), "name": meta.get("name"), "version": meta.get("version"),
+                 "sha256": meta.get("sha256"), "provenance": meta.get("provenance", {})}
+                for path, (_, meta) in zip(paths, loaded, strict=True)
+            ],
+        }
+    }
+    return save_model(
+        first_model, out, name=name, version=version,
+        trained=all(bool(meta.get("trained")) for _, meta in loaded),
+        provenance=provenance, inference=first_meta.get("inference", {}), overwrite=overwrite,
+    )
+
+
+def cmd_average(args: Any) -> int:
+    path = average_checkpoints(args.checkpoints, args.out, name=args.name,
+                               version=args.version, overwrite=args.overwrite)
+    print(f"wrote {path}: the mean of {len(args.checkpoints)} checkpoints")
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``xsensei average``."""
+    p = subparsers.add_parser(
+        "average", help="average the weights of checkpoints of one architecture (model soup)")
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="two or more .safetensors checkpoints (e.g. seeds of one recipe)")
+    p.add_argument("--out", required=True, help="the averaged checkpoint to write")
+    p.add_argument("--name", default=None, help="model name recorded in the file")
+    p.add_argument("--version", default="0")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_average)
