@@ -90,7 +90,8 @@ def average_checkpoints(
     Every floating-point tensor (weights and batch-norm running statistics) becomes the mean of
     the inputs', computed in float64 and cast back; integer tensors (batch-norm step counters)
     are the first input's. The inputs must share architecture, tensor names and shapes, and
-    inference settings; the output's provenance lists each input (its SHA-256 and provenance).
+    inference settings; the output's provenance keeps what all inputs' provenances agree on
+    (e.g. the training data and generator) and lists each input (its SHA-256 and provenance).
     It is ``trained`` only if every input is.
     """
     if len(paths) < 2:
@@ -123,7 +124,14 @@ def average_checkpoints(
         else:
             averaged[key] = value.clone()
     first_model.load_state_dict(averaged, strict=True)
+    # what every input agrees on (training data, generator, held-out sensors ...) stays at the
+    # top, where tools such as the sensor-independence benchmark read it
+    provenances = [meta.get("provenance") or {} for _, meta in loaded]
     provenance: dict[str, Any] = {
+        key: value for key, value in provenances[0].items()
+        if key != "weight_average" and all(p.get(key) == value for p in provenances[1:])
+    }
+    provenance |= {
         "weight_average": {
             "method": "uniform mean of the floating-point tensors; integer tensors from the "
                       "first input",
