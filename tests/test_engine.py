@@ -353,6 +353,42 @@ def test_in_memory_model_changed_in_place_is_not_served_stale(demo_desc) -> None
     assert runtime.register_memory_model(model) == runtime.register_memory_model(model)
 
 
+def test_cpu_convolutional_runners_are_channels_last(deeplab_ckpt, pixelnet_ckpt,
+                                                      demo_desc) -> None:
+    """On CPU a convolutional model runs in channels-last layout (faster through oneDNN) with
+    the contiguous layout's probabilities; a model object handed over by the caller is not
+    converted (a copy is), and the fused per-pixel net keeps its own layout."""
+    import torch
+
+    from xsensei.weights.checkpoint import load_model
+
+    values = xsensei.demo_scene(64, seed=2).values
+    kwargs = {"descriptors": demo_desc, "output": "probability"}
+    runner = checkpoint_module(deeplab_ckpt, demo_desc)
+    assert runner.channels_last
+    conv = next(m for m in runner.modules()
+                if isinstance(m, torch.nn.Conv2d) and max(m.kernel_size) > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    fast = xsensei.cloudmask(values, model=deeplab_ckpt, **kwargs)
+
+    mine = load_model(deeplab_ckpt)  # as an object: converted as a copy only
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    via_object = xsensei.cloudmask(values, model=mine, **kwargs)
+    for name, tensor in mine.state_dict().items():
+        assert tensor.is_contiguous(), name
+        assert torch.equal(tensor, before[name]), name
+    np.testing.assert_allclose(via_object, fast, atol=1e-4)
+
+    plain = load_model(deeplab_ckpt).for_bands(  # contiguous weights, NCHW input
+        torch.as_tensor(xsensei.encode_wavelengths(demo_desc)))
+    assert not getattr(plain, "channels_last", False)
+    batch = random_scene(6, 64, 64)[None]
+    np.testing.assert_allclose(runtime.run_batch(runner, batch, CPU, "fp32", 8),
+                               runtime.run_batch(plain, batch, CPU, "fp32", 8), atol=1e-4)
+    assert not getattr(checkpoint_module(pixelnet_ckpt, demo_desc), "channels_last", False)
+
+
 def test_input_multiple_pads_windows_for_the_encoder(deeplab_ckpt, pixelnet_ckpt, demo_desc):
     deeplab = checkpoint_module(deeplab_ckpt, demo_desc)
     assert runtime.input_multiple(deeplab) == 8  # DeepLabv3+ at output stride 8

@@ -78,7 +78,7 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
         help="auto: bf16/fp16 autocast on GPUs, fp32 on CPU (the same mask on every CPU kind); "
-             "bf16 on a CPU with native bf16 (AVX-512 BF16, AMX): 1.75x faster on the project's "
+             "bf16 on a CPU with native bf16 (AVX-512 BF16, AMX): ~1.5x faster on the project's "
              "CPU, 0.15 %% of the pixels classed differently",
     )
 
