@@ -45,6 +45,20 @@ def test_fold_batchnorm_keeps_the_output() -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_fold_batchnorm_leaves_sequentials_with_their_own_forward() -> None:
+    class Residual(nn.Sequential):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + super().forward(x)
+
+    torch.manual_seed(1)
+    net = nn.Sequential(Residual(nn.Conv2d(4, 4, 3, padding=1), _trained_bn(4, 5))).eval()
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        want = net(x)
+        assert fold_batchnorm(net) == 0
+        torch.testing.assert_close(net(x), want, rtol=0, atol=0)
+
+
 def test_fold_batchnorm_refuses_training_mode() -> None:
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(_net().train())
@@ -73,12 +87,15 @@ def test_prepare_cpu_runner_leaves_per_pixel_and_training_modules() -> None:
     assert prepare_cpu_runner(training) is training
 
 
-def test_default_architecture_folds_every_batchnorm() -> None:
+def test_default_architecture_folds_its_batchnorms() -> None:
     """DeepLabv3+ with the edge head: every batch norm follows a convolution or a separable
-    convolution, so none is left to run."""
+    convolution; all are folded but the image-pooling branch's (a Sequential with its own
+    forward, run on a 1x1 map)."""
     model = CloudMaskModel("deeplabv3plus_refined",
                            segmenter_kwargs={"encoder_output_stride": 16}).eval()
     runner = model.for_bands(torch.tensor([[0.1, 0.2, 0.3]] * 4))
     fast = prepare_cpu_runner(runner)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in runner.modules()) == 63
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) == 0
+    left = [name for name, m in fast.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(left) == 1 and type(fast.get_submodule(left[0].rsplit(".", 1)[0])).__name__ \
+        == "ASPPPooling"

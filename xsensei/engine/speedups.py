@@ -3,7 +3,7 @@ faster on CPU.
 
 - Batch norm folded into the convolution before it: in eval mode a batch norm is a fixed
   per-channel affine map, so it merges into that convolution's weights and bias, and its own
-  pass over the activations disappears (63 of them in the default DeepLabv3+, ~14 % of its
+  pass over the activations disappears (62 of the 63 in the default DeepLabv3+, ~14 % of its
   CPU time).
 - Channels-last (NHWC) layout: oneDNN's CPU convolutions run ~1.4-1.6x faster that way.
 
@@ -21,33 +21,30 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 __all__ = ["fold_batchnorm", "has_spatial_conv", "prepare_cpu_runner"]
 
 
-def _last_conv(module: nn.Module) -> tuple[nn.Module, str] | None:
-    """(parent, attribute) of the convolution whose output ``module`` ends with, if any."""
-    if isinstance(module, nn.Conv2d):
-        return None  # the caller replaces ``module`` itself
-    if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], nn.Conv2d):
-        return module, str(len(module) - 1)
-    return None
+def _is_plain_sequential(module: nn.Module) -> bool:
+    """An ``nn.Sequential`` (or subclass) that runs its children one after the other; a
+    subclass with its own ``forward`` may wire them otherwise and is left alone."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
 
 
 def fold_batchnorm(module: nn.Module) -> int:
     """Fold every eval-mode ``BatchNorm2d`` that directly follows a convolution inside an
     ``nn.Sequential`` (or follows a ``Sequential`` that ends in one, as separable convolutions
-    do) into that convolution, in place; the batch norm becomes ``nn.Identity``. Returns the
+    do) into that convolution, in place (Sequential subclasses with a ``forward`` of their own
+    are left alone); the batch norm becomes ``nn.Identity``. Returns the
     number folded. Refuses a module in training mode (its batch norms use batch statistics)."""
     if module.training:
         raise ValueError("fold_batchnorm needs a module in eval mode (call .eval() first)")
     folded = 0
-    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+    for seq in [m for m in module.modules() if _is_plain_sequential(m)]:
         for i in range(1, len(seq)):
             bn, prev = seq[i], seq[i - 1]
             if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats:
                 continue
             if isinstance(prev, nn.Conv2d):
                 seq[i - 1] = fuse_conv_bn_eval(prev, bn)
-            elif (inner := _last_conv(prev)) is not None:
-                parent, name = inner
-                setattr(parent, name, fuse_conv_bn_eval(getattr(parent, name), bn))
+            elif _is_plain_sequential(prev) and len(prev) and isinstance(prev[-1], nn.Conv2d):
+                prev[-1] = fuse_conv_bn_eval(prev[-1], bn)
             else:
                 continue
             seq[i] = nn.Identity()
