@@ -13,7 +13,7 @@ from xsensei.cli import main
 from xsensei.errors import CheckpointError
 from xsensei.nn.model import CLASSES_2, CloudMaskModel
 from xsensei.training.averaging import average_checkpoints
-from xsensei.weights.checkpoint import load_checkpoint, read_metadata, save_model
+from xsensei.weights.checkpoint import load_checkpoint, packaged_models, read_metadata, save_model
 
 
 def _saved(tmp_path: Path, seed: int, *, trained: bool = True, classes=None,
@@ -105,3 +105,12 @@ def test_cli(tmp_path: Path, capsys) -> None:
     assert main(["average", str(a), str(b), "--out", str(out)]) == 2
     assert "overwrite" in capsys.readouterr().err
     assert main(["average", str(a), str(b), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_packaged_names_are_accepted(tmp_path: Path) -> None:
+    out = average_checkpoints(["fast", "sensei-pixelnet"], tmp_path / "same.safetensors")
+    meta = read_metadata(out)
+    assert meta["sha256"] == read_metadata(packaged_models()["sensei-pixelnet"])["sha256"]
+    assert meta["inference"]["thermal_bands"] == "ignore"
+    with pytest.raises(CheckpointError, match="unknown model"):
+        average_checkpoints(["fast", "no-such-model"], tmp_path / "x.safetensors")

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from xsensei.errors import CheckpointError
-from xsensei.weights.checkpoint import load_checkpoint, save_model
+from xsensei.weights.checkpoint import load_checkpoint, resolve_model_path, save_model
 
 __all__ = ["WeightAverage", "average_checkpoints"]
 
@@ -87,7 +87,8 @@ def average_checkpoints(
     version: str = "0",
     overwrite: bool = False,
 ) -> Path:
-    """Write the uniform average of two or more checkpoints of one architecture to ``out``.
+    """Write the uniform average of two or more checkpoints (paths or packaged model names) of
+    one architecture to ``out``.
 
     Every floating-point tensor (weights and batch-norm running statistics) becomes the mean of
     the inputs', computed in float64 and cast back; integer tensors (batch-norm step counters)
@@ -98,7 +99,7 @@ def average_checkpoints(
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two checkpoints, got {len(paths)}")
-    loaded = [load_checkpoint(path) for path in map(Path, paths)]
+    loaded = [load_checkpoint(resolve_model_path(path)) for path in paths]
     first_model, first_meta = loaded[0]
     first = first_model.state_dict()
     for path, (model, meta) in zip(paths[1:], loaded[1:], strict=True):
@@ -163,7 +164,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "average", help="average the weights of checkpoints of one architecture (model soup)")
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                   help="two or more .safetensors checkpoints (e.g. seeds of one recipe)")
+                   help="two or more .safetensors checkpoints or packaged model names (e.g. "
+                        "seeds of one recipe)")
     p.add_argument("--out", required=True, help="the averaged checkpoint to write")
     p.add_argument("--name", default=None, help="model name recorded in the file")
     p.add_argument("--version", default="0")
