@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import dask.array as da
 import numpy as np
@@ -45,8 +45,9 @@ class BlockTask:
 
     def __post_init__(self) -> None:
         runtime.check_options(self.device, self.precision, self.batch_size, self.torch_threads)
-        if self.partial not in ("fill", "nodata"):
-            raise ValueError(f"partial must be 'fill' or 'nodata', got {self.partial!r}")
+        if self.partial not in get_args(Partial):
+            allowed = " or ".join(map(repr, get_args(Partial)))
+            raise ValueError(f"partial must be {allowed}, got {self.partial!r}")
 
     @property
     def n_classes(self) -> int:

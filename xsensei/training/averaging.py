@@ -101,8 +101,10 @@ def average_checkpoints(
         raise ValueError(f"averaging needs at least two checkpoints, got {len(paths)}")
     loaded = [load_checkpoint(resolve_model_path(path)) for path in paths]
     first_model, first_meta = loaded[0]
-    first = first_model.state_dict()
-    for path, (model, meta) in zip(paths[1:], loaded[1:], strict=True):
+    states = [model.state_dict() for model, _ in loaded]
+    first = states[0]
+    first_shapes = {k: (v.dtype, tuple(v.shape)) for k, v in first.items()}
+    for path, (_, meta), tensors in zip(paths[1:], loaded[1:], states[1:], strict=True):
         if meta["architecture"] != first_meta["architecture"]:
             raise CheckpointError(
                 f"{path} has another architecture than {paths[0]}; only checkpoints of one "
@@ -111,12 +113,10 @@ def average_checkpoints(
             raise CheckpointError(
                 f"{path} has other inference settings ({meta.get('inference')}) than "
                 f"{paths[0]} ({first_meta.get('inference')}); average runs of one recipe")
-        tensors = model.state_dict()
         shapes = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
-        if shapes != {k: (v.dtype, tuple(v.shape)) for k, v in first.items()}:
+        if shapes != first_shapes:
             raise CheckpointError(f"{path}: tensor names, dtypes or shapes differ from "
                                   f"{paths[0]}'s")
-    states = [model.state_dict() for model, _ in loaded]
     averaged: dict[str, torch.Tensor] = {}
     for key, value in first.items():
         if value.is_floating_point():
