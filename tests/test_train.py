@@ -35,7 +35,8 @@ from xsensei.training.train import (
     train,
     validate,
 )
-from xsensei.weights.checkpoint import save_model
+from xsensei.training.unreached_taps import find_unreached_taps
+from xsensei.weights.checkpoint import read_metadata, save_model
 
 HOLDOUT = ("landsat-7", "sentinel-3a-slstr", "sentinel-3b-slstr")
 
@@ -462,10 +463,22 @@ def test_init_partial_adds_a_head_and_train_only_trains_it_alone(tmp_path: Path)
     cfg = tiny_config(segmenter="deeplabv3plus_refined", segmenter_kwargs=kwargs, steps=3,
                       eval_every=2, val_scenes=1, init_model=str(base), init_partial=True,
                       train_only=("segmenter.refine",))
-    tuned = _weights(train(cfg, tmp_path / "run", progress=False).last_path)
+    run = train(cfg, tmp_path / "run", progress=False)
+    tuned = _weights(run.last_path)
     start = _weights(base)
     assert set(start) < set(tuned)
-    assert all(torch.equal(start[k], tuned[k]) for k in start)
+    # as loaded, except the taps no 32 px crop reaches (zeroed before training, listed in the
+    # provenance): every ASPP branch and the dilated last encoder stages at 2 x 2 maps
+    unreached = find_unreached_taps(CloudMaskModel("deeplabv3plus", segmenter_kwargs=kwargs
+                                                   ).segmenter, (1, 64, 32, 32))
+    unreached = {f"segmenter.{k}": m for k, m in unreached.items()}
+    assert "segmenter.decoder.aspp.0.convs.1.0.0.weight" in unreached
+    assert all(torch.equal(start[k], tuned[k]) for k in start if k not in unreached)
+    for key, mask in unreached.items():
+        assert (tuned[key][..., mask] == 0).all() and (start[key][..., mask] != 0).any()
+        assert torch.equal(tuned[key][..., ~mask], start[key][..., ~mask])
+    zeroed = read_metadata(run.last_path)["provenance"]["zeroed_unreached_taps"]
+    assert set(zeroed) == set(unreached)
     head = [k for k in tuned if k.startswith("segmenter.refine.") and k.endswith("weight")]
     assert head and all(tuned[k].abs().sum() > 0 for k in head)  # the zero-init layer learnt
     with pytest.raises(ValueError, match="does not fit"):

@@ -70,6 +70,7 @@ from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_pa
 from xsensei.training.distill import distillation_loss, load_teacher, teacher_logits
 from xsensei.training.metrics import ConfusionMatrix, json_safe
 from xsensei.training.patches import NODATA_LABEL
+from xsensei.training.unreached_taps import zero_unreached_taps
 
 __all__ = [
     "BandsetSampler",
@@ -1046,6 +1047,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     model = _build_model(config).to(device)
+    # taps the crop never reaches keep random values that larger inference windows would read
+    zeroed = {f"segmenter.{name}": n for name, n in zero_unreached_taps(
+        model.segmenter, (1, model.sensei.out_channels, config.crop, config.crop)).items()}
     paths = _trained_modules(config)
     trainable = _freeze_outside(model, paths) if paths else None
     opt = _build_optimizer(config, model)
@@ -1144,6 +1148,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
             "holdout_sensors": list(config.holdout_sensors),
             "train_config": config.to_dict(),
             "init_sensei": init,
+            "zeroed_unreached_taps": zeroed,
             **({"distill": distill} if teacher is not None else {}),
             "hardware": describe_hardware(device),
             "precision": precision,
