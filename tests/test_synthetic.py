@@ -415,6 +415,40 @@ def test_relief_prob_mixes_flat_and_3d_topped_scenes_of_the_same_draw() -> None:
         SyntheticConfig(relief_prob=0.5)
 
 
+def test_physics_1_3_darkens_cloud_shadows_and_keeps_the_rest_of_the_scene() -> None:
+    """Physics 1.3 lets only the direct beam and a share k of the diffusely transmitted light
+    reach a cloud's shadow: the same clouds and cloud labels as 1.2, sunlight never brighter
+    than 1.2's and untouched where no cloud is on the sun path, and for cumulus (k <= 0.3)
+    at most ``exp(-x) + 0.3 (1 - F(x) - exp(-x))`` of x = tau / mu; shadows get darker and
+    cover more of the scene."""
+    from xsensei.training.synthetic.clouds import two_stream_reflectance
+
+    cumulus = dict(size=128, low_cloud_weights=(("cumulus", 1.0),), cirrus_prob=0.0,
+                   gsd_range_m=(25.0, 35.0))
+    old = SceneGenerator(SyntheticConfig(**cumulus, physics="1.2"), seed=5)
+    new = SceneGenerator(SyntheticConfig(**cumulus, physics="1.3"), seed=5)
+    shaded_old, shaded_new, shadow_px = [], [], [0, 0]
+    for index in range(6):
+        a, b = old.scene(index), new.scene(index)
+        np.testing.assert_array_equal(a.tau, b.tau)
+        cloudy = a.label == 1
+        np.testing.assert_array_equal(b.label[cloudy], 1)
+        assert (b.sun_transmission <= a.sun_transmission + 1e-6).all()
+        free = a.sun_transmission == 1.0
+        np.testing.assert_allclose(b.sun_transmission[free], 1.0, atol=1e-6)
+        x = b.layers[0].tau_shadow / np.sin(b.sun_elevation)
+        direct = np.exp(-x)
+        bound = direct + 0.3 * (1.0 - two_stream_reflectance(x) - direct)
+        assert (b.sun_transmission <= bound + 1e-6).all()
+        dark = a.sun_transmission < 0.9
+        shaded_old.append(a.sun_transmission[dark])
+        shaded_new.append(b.sun_transmission[dark])
+        shadow_px[0] += int((a.label == 3).sum())
+        shadow_px[1] += int((b.label == 3).sum())
+    assert np.concatenate(shaded_new).mean() < 0.6 * np.concatenate(shaded_old).mean()
+    assert shadow_px[1] > 1.3 * shadow_px[0] > 0
+
+
 def test_top_illumination_is_bounded_and_flat_tops_are_unlit() -> None:
     from xsensei.training.synthetic.clouds import RELIEF, top_illumination
 

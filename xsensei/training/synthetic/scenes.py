@@ -68,12 +68,23 @@ __all__ = [
 
 #: Label codes of the generated masks (same order as ``xsensei.nn.model.CLASSES_4``).
 LABELS = ("clear", "thick_cloud", "thin_cloud", "cloud_shadow")
+
+#: Physics 1.3: per cloud type, the range of the share of a layer's diffusely transmitted
+#: sunlight that reaches its geometric shadow, about the (cosine-weighted) part of the
+#: shadow's sky the cloud base covers: ~0.05-0.3 under a cumulus as wide as it is high, most
+#: of it under a stratus deck or a cirrus sheet.
+SHADOW_DIFFUSE_SHARE: dict[str, tuple[float, float]] = {
+    "cumulus": (0.05, 0.3),
+    "stratocumulus": (0.2, 0.5),
+    "stratus": (0.4, 0.8),
+    "cirrus": (0.4, 0.8),
+}
 _LAPSE_K_PER_KM = 6.5
 _TROPOPAUSE_KM = 11.0
 #: Upper bound of Rs * Rc in the surface <-> cloud multiple-reflection term 1 / (1 - Rs Rc).
 MAX_MULTIPLE_REFLECTION = 0.8
 #: Image-formation versions :class:`SyntheticConfig` can select (``physics``).
-PHYSICS_VERSIONS = ("1.0", "1.1", "1.2")
+PHYSICS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,13 @@ class SyntheticConfig:
     ``rayleigh_range`` was (0.5, 1.5): set it too, the default is 1.1's. "1.2" is 1.1 plus
     3-D cloud tops (sunward slopes brighter, far slopes darker; same scenes and labels), opt-in;
     its ``relief_prob`` < 1 leaves that share of scenes flat-topped, exactly as 1.1 draws them
-    (0.5 = an even mix of 1.1 and 1.2 scenes).
+    (0.5 = an even mix of 1.1 and 1.2 scenes). "1.3" is 1.2 with darker cloud shadows: up to 1.2
+    the sunlight a cloud transmits *diffusely* (``1 - F(tau / mu)``, ~57 % at tau / mu = 10) all
+    lit its geometric shadow, but it leaves the cloud base over a whole hemisphere, and only the
+    share the cloud base covers of the shadow's sky comes back (small under cumulus, most of it
+    under a stratus deck): ``Tsun = exp(-tau / mu) + k (1 - F(tau / mu) - exp(-tau / mu))`` per
+    layer, ``k`` drawn per layer (:data:`SHADOW_DIFFUSE_SHARE`). Same scenes otherwise; shadow
+    labels follow from the darker shadows.
     """
 
     size: int = 256
@@ -151,10 +168,10 @@ class SyntheticConfig:
                 f"unknown physics version {self.physics!r}; choose from {PHYSICS_VERSIONS}")
         if not 0.0 <= self.relief_prob <= 1.0:
             raise ValueError(f"relief_prob must lie in [0, 1], got {self.relief_prob}")
-        if self.relief_prob != 1.0 and self.physics != "1.2":
+        if self.relief_prob != 1.0 and self.physics not in ("1.2", "1.3"):
             raise ValueError(
-                "relief_prob only applies to physics '1.2' (3-D cloud tops); set physics='1.2' "
-                "or leave relief_prob at 1.0")
+                "relief_prob only applies to physics '1.2' and '1.3' (3-D cloud tops); set "
+                "physics='1.2' or leave relief_prob at 1.0")
         if not 0 < self.tau_thin <= self.tau_thick:
             raise ValueError("need 0 < tau_thin <= tau_thick")
         if not 0 < self.tau_thin_ice <= self.tau_thick:
@@ -295,7 +312,7 @@ class SceneGenerator:
             make_cloud_layer(rng, k, grid, elev, az, cloud_tex, cfg.cloud_gain_range) for k in kinds
         ]
         layers.sort(key=lambda layer: layer.height_km)
-        if cfg.physics == "1.2" and self._has_relief(index):
+        if cfg.physics in ("1.2", "1.3") and self._has_relief(index):
             # 3-D tops, from a stream of their own: 1.1's scene otherwise
             rng3d = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 3]))
             for layer in layers:
@@ -316,7 +333,9 @@ class SceneGenerator:
             "shadow_cooling_k": float(rng.uniform(0.0, 6.0)),
         }
         mu_sun = np.float32(np.sin(elev))
-        if layers and cfg.shadows:
+        if layers and cfg.shadows and cfg.physics == "1.3":
+            sun_t = self._shadow_transmission(index, layers, mu_sun)
+        elif layers and cfg.shadows:
             tau_sh = sum(layer.tau_shadow for layer in layers)
             sun_t = (1.0 - two_stream_reflectance(tau_sh / mu_sun)).astype(np.float32)
         else:
@@ -375,6 +394,22 @@ class SceneGenerator:
             label=label,
             meta=meta,
         )
+
+    def _shadow_transmission(self, index: int, layers: list[CloudLayer], mu_sun: np.float32
+                             ) -> NDArray[np.float32]:
+        """Physics 1.3: sunlight reaching each pixel through the layers on its path to the sun,
+        the direct beam plus the share ``k`` of the diffusely transmitted light that the cloud
+        base returns to its shadow; ``k`` per layer from a stream of its own (1.2's scene
+        otherwise)."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 5]))
+        sun_t = np.ones_like(layers[0].tau_shadow, dtype=np.float32)
+        for layer in layers:
+            k = np.float32(rng.uniform(*SHADOW_DIFFUSE_SHARE[layer.kind]))
+            slant = layer.tau_shadow / mu_sun
+            direct = np.exp(-slant)
+            diffuse = 1.0 - two_stream_reflectance(slant) - direct
+            sun_t *= (direct + k * np.maximum(diffuse, 0.0)).astype(np.float32)
+        return sun_t
 
     def _labels(
         self, tau: NDArray, tau_ice: NDArray, sun_t: NDArray, diffuse: float
