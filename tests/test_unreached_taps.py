@@ -27,6 +27,17 @@ def test_off_centre_taps_read_only_padding_when_the_rate_reaches_past_the_map() 
     assert find_unreached_taps(_atrous(12, padding_mode="reflect"), (1, 2, 13, 13)) == {}
     same = nn.Sequential(nn.Conv2d(2, 2, 3, padding="same", dilation=12))
     assert torch.equal(find_unreached_taps(same, (1, 2, 8, 8))["0.weight"], centre_only)
+    # one convolution used on two sizes reaches what the larger input reaches
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=12, dilation=12)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            large = nn.functional.interpolate(x, scale_factor=4)
+            return self.conv(large).mean() + self.conv(x).mean()  # the small call comes last
+
+    assert find_unreached_taps(Twice(), (1, 2, 8, 8)) == {}
     # plain 3x3 convolutions, strided or not, reach every tap
     plain = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, stride=2, padding=1))
     assert find_unreached_taps(plain, (1, 2, 8, 8)) == {}

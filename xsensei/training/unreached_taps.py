@@ -48,7 +48,9 @@ def find_unreached_taps(module: nn.Module, input_shape: Sequence[int]) -> dict[s
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Conv2d) and sub.padding_mode == "zeros":
             def record(_m: nn.Module, args: tuple[torch.Tensor, ...], name: str = name) -> None:
-                sizes[name] = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+                # a module called on several sizes reaches what its largest input reaches
+                h, w = sizes.get(name, (0, 0))
+                sizes[name] = (max(h, int(args[0].shape[-2])), max(w, int(args[0].shape[-1])))
             hooks.append(sub.register_forward_pre_hook(record))
     was_training = {name: sub.training for name, sub in module.named_modules()}
     param = next(module.parameters(), None)
