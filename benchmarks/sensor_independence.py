@@ -1,7 +1,8 @@
 """Sensor independence on synthetic scenes: F1 through sensors a model saw vs never saw.
 
 ``python -m benchmarks.sensor_independence [--model NAME_OR_PATH ...] [--scenes 128]
-[--size 128] [--seed 20261206] [--seen S ...] [--unseen S ...] [--boot 1000] [--threads N]``
+[--size 128] [--seed 20261206] [--seen S ...] [--unseen S ...] [--boot 1000] [--threads N]
+[--through-cloudmask]``
 
 The issue's measure: the same synthetic scenes (the model's own generator settings, read from
 its provenance, with a seed no training or validation run used) are rendered through catalogue
@@ -21,6 +22,11 @@ Why a held-out sensor scores lower has two parts, which the other rows separate:
 The target is checked on what the product computes (gap ``product``): all bands, or, for a
 model whose checkpoint says ``"thermal_bands": "ignore"``, the reflective ones; the ``full``
 gap (the network given every band) is reported beside it.
+
+By default each 128 px scene is one forward pass of the network, as training validates; the
+product runs 256 px windows that overlap and blend. ``--through-cloudmask --size 512`` scores
+``cloudmask()``'s own masks instead (about 20x slower): use it for anything that changes with
+the window (a checkpoint's inference settings, weights only larger windows read).
 
 Uncertainty: 90 % intervals of every gap from ``--boot`` bootstrap resamples of the scenes
 (the same resample for seen and unseen, since the scenes are shared).
@@ -78,13 +84,25 @@ def band_plan(seen: list[str], unseen: list[str]) -> list[tuple[str, str, str, A
     return plan
 
 
-def per_scene_counts(model: Any, valset: Any) -> np.ndarray:
+def per_scene_counts(model: Any, valset: Any, wavelengths_nm: np.ndarray | None = None
+                     ) -> np.ndarray:
     """(scenes, 3) true positive, false positive, false negative cloud pixels, each scene
-    scored by the project's :class:`~xsensei.training.metrics.ConfusionMatrix`."""
+    scored by the project's :class:`~xsensei.training.metrics.ConfusionMatrix`. With
+    ``wavelengths_nm`` (the band set's (N, 3) nm) the masks come from ``cloudmask()``, with its
+    windows, overlap and blending, instead of one forward pass over each whole scene."""
     from xsensei.training.metrics import ConfusionMatrix
     from xsensei.training.train import predict_valset
 
     out = np.zeros((len(valset.values), 3), dtype=np.int64)
+    if wavelengths_nm is not None:
+        from xsensei import cloudmask
+
+        for i, (values, truth) in enumerate(zip(valset.values.numpy(), valset.labels.numpy(),
+                                                strict=True)):
+            b = ConfusionMatrix().update(truth, cloudmask(values, wavelengths_nm,
+                                                          model=model)).binary()
+            out[i] = (b.tp, b.fp, b.fn)
+        return out
     for rows, _, flags in predict_valset(model, valset, batch=8):
         for j, (truth, pred) in enumerate(zip(valset.labels[rows], flags, strict=True)):
             b = ConfusionMatrix().update(truth, pred).binary()
@@ -137,7 +155,8 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
     sets: list[dict[str, Any]] = []
     for kind, label, sensor, bandset in band_plan(seen, unseen):
         vs = render_valset(gen, scenes, bandset, group=kind, sensor=label)
-        c = per_scene_counts(model, vs)
+        c = per_scene_counts(model, vs, bandset.wavelengths_nm if args.through_cloudmask
+                             else None)
         counts[(kind, label)] = c
         sets.append({"kind": kind, "set": label, "sensor": sensor,
                      "bands": list(bandset.names), "F1": float(f1(c))})
@@ -177,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seen", nargs="+", default=list(SEEN))
     p.add_argument("--unseen", nargs="+", default=list(UNSEEN))
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the scenes")
+    p.add_argument("--through-cloudmask", action="store_true",
+                   help="score cloudmask()'s masks (its windows and blending) instead of one "
+                        "forward pass per scene; use with --size above the model's window")
     p.add_argument("--threads", type=int, default=C.cpu_count(), help="torch threads")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     args = p.parse_args(argv)
