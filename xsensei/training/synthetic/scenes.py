@@ -85,6 +85,8 @@ _TROPOPAUSE_KM = 11.0
 MAX_MULTIPLE_REFLECTION = 0.8
 #: Image-formation versions :class:`SyntheticConfig` can select (``physics``).
 PHYSICS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+#: The versions that give cumuliform layers 3-D tops (and read ``relief_prob``).
+RELIEF_PHYSICS = ("1.2", "1.3")
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class SyntheticConfig:
                 f"unknown physics version {self.physics!r}; choose from {PHYSICS_VERSIONS}")
         if not 0.0 <= self.relief_prob <= 1.0:
             raise ValueError(f"relief_prob must lie in [0, 1], got {self.relief_prob}")
-        if self.relief_prob != 1.0 and self.physics not in ("1.2", "1.3"):
+        if self.relief_prob != 1.0 and self.physics not in RELIEF_PHYSICS:
             raise ValueError(
                 "relief_prob only applies to physics '1.2' and '1.3' (3-D cloud tops); set "
                 "physics='1.2' or leave relief_prob at 1.0")
@@ -312,7 +314,7 @@ class SceneGenerator:
             make_cloud_layer(rng, k, grid, elev, az, cloud_tex, cfg.cloud_gain_range) for k in kinds
         ]
         layers.sort(key=lambda layer: layer.height_km)
-        if cfg.physics in ("1.2", "1.3") and self._has_relief(index):
+        if cfg.physics in RELIEF_PHYSICS and self._has_relief(index):
             # 3-D tops, from a stream of their own: 1.1's scene otherwise
             rng3d = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 3]))
             for layer in layers:
@@ -333,11 +335,12 @@ class SceneGenerator:
             "shadow_cooling_k": float(rng.uniform(0.0, 6.0)),
         }
         mu_sun = np.float32(np.sin(elev))
-        if layers and cfg.shadows and cfg.physics == "1.3":
-            sun_t = self._shadow_transmission(index, layers, mu_sun)
-        elif layers and cfg.shadows:
-            tau_sh = sum(layer.tau_shadow for layer in layers)
-            sun_t = (1.0 - two_stream_reflectance(tau_sh / mu_sun)).astype(np.float32)
+        if layers and cfg.shadows:
+            if cfg.physics == "1.3":
+                sun_t = self._shadow_transmission(index, layers, mu_sun)
+            else:
+                tau_sh = sum(layer.tau_shadow for layer in layers)
+                sun_t = (1.0 - two_stream_reflectance(tau_sh / mu_sun)).astype(np.float32)
         else:
             sun_t = np.ones((n, n), dtype=np.float32)
 
