@@ -1,8 +1,8 @@
 """Markdown tables for the docs, from the JSON files the benchmarks wrote.
 
-``python -m benchmarks.report [FILE.json ...]`` (default: the newest speed, memory, accuracy
-and sensor_independence files in ``benchmarks/results``). ``docs/benchmarks.md`` quotes this
-output, so every number in the docs can be traced to one file.
+``python -m benchmarks.report [FILE.json ...]`` (default: the newest speed, memory, accuracy,
+sensor_independence and clear_scenes files in ``benchmarks/results``). ``docs/benchmarks.md``
+quotes this output, so every number in the docs can be traced to one file.
 """
 
 from __future__ import annotations
@@ -106,6 +106,26 @@ def sensor_independence(path: Path, data: dict[str, Any]) -> list[str]:
             _source(path, data)]
 
 
+def clear_scenes(path: Path, data: dict[str, Any]) -> list[str]:
+    cols = [(r["label"], row["sensor"]) for r in data["results"] for row in r["rows"]]
+    cols = list(dict.fromkeys(cols))
+    cells = {(r["label"], row["sensor"], row["layout"]): row for r in data["results"]
+             for row in r["rows"]}
+    layouts = list(dict.fromkeys(row["layout"] for r in data["results"] for row in r["rows"]))
+    lines = ["| layout | " + " | ".join(f"{m}, {s}" for m, s in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for layout in layouts:
+        row = [cells.get((m, s, layout)) for m, s in cols]
+        lines.append(f"| {layout} | " + " | ".join(
+            "-" if c is None else f"{c['cloud_percent']:.1f} (worst {c['worst_scene_percent']:.1f})"
+            for c in row) + " |")
+    st = data["settings"]
+    head = (f"{st['per_layout']} cloud-free synthetic scenes of {st['size']} px per layout "
+            f"(seed {st['seed']}); percent of pixels `cloudmask()` calls cloud, pooled "
+            "(worst scene):")
+    return [head, "", *lines, "", _source(path, data)]
+
+
 def newest(kind: str) -> Path | None:
     files = sorted(RESULTS.glob(f"{kind}*.json"), key=lambda p: p.name.rsplit("-", 1)[-1])
     return files[-1] if files else None
@@ -115,7 +135,8 @@ def render(path: Path) -> str:
     data = json.loads(path.read_text())
     kind = data["benchmark"]
     body = {"speed": speed, "memory": memory, "accuracy": accuracy,
-            "sensor_independence": sensor_independence}[kind](path, data)
+            "sensor_independence": sensor_independence, "clear_scenes": clear_scenes}[kind](
+                path, data)
     return "\n".join([f"### {kind}", "", *body, ""])
 
 
@@ -123,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="*", type=Path)
     args = p.parse_args(argv)
-    kinds = ("speed", "memory", "accuracy", "sensor_independence")
+    kinds = ("speed", "memory", "accuracy", "sensor_independence", "clear_scenes")
     files = args.files or [f for f in map(newest, kinds) if f]
     for f in files:
         print(render(f))

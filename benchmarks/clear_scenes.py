@@ -1,0 +1,132 @@
+"""False alarms on cloud-free synthetic scenes: how much clear ground each model calls cloud.
+
+``python -m benchmarks.clear_scenes [--model NAME_OR_PATH ...] [--per-layout 16] [--size 256]
+[--seed 20261208] [--sensors S ...] [--threads N]``
+
+F1 on scenes with cloud hides where a model invents cloud over bright ground: a desert or a
+bare-soil scene with no cloud at all contributes no true positives, and its false alarms
+weigh little beside the cloud of other scenes. Here every scene is cloud-free: the model's own
+generator settings (read from its provenance, physics version included) with no low cloud and
+no cirrus, one surface layout at a time (``--per-layout`` scenes each, a seed no training,
+validation or other benchmark uses), rendered through catalogue sensors (``--sensors``, default
+Sentinel-2A and Landsat 8, all bands) and masked by ``cloudmask()`` with default arguments
+(windows, overlap, blending, the checkpoint's thermal-band policy), as a user would run it.
+
+Reported per model, sensor and layout: the share of pixels called cloud (thick or thin; every
+pixel is clear or shadow-free ground here, so every cloud pixel is a false alarm), pooled over
+the layout's scenes, and the worst scene. No target: the issue sets none; this measures a
+limitation the dev scenes show only on one bare-soil scene.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import _common as C  # sets OMP_WAIT_POLICY; torch loads later, lazily
+
+SENSORS = ("sentinel-2a", "landsat-8")
+
+
+def layouts_of(config: Any) -> list[str]:
+    """The surface layouts the generator draws (its ``layout_weights``), in its order."""
+    return [name for name, _ in config.layout_weights]
+
+
+def clear_generator(drawn: Any, layout: str, size: int, seed: int) -> Any:
+    """The model's generator with no cloud, drawing one layout only."""
+    from xsensei.training.synthetic import SceneGenerator
+
+    config = dataclasses.replace(drawn, size=size, layout_weights=((layout, 1.0),),
+                                 low_cloud_weights=(("none", 1.0),), cirrus_prob=0.0)
+    return SceneGenerator(config, seed=seed)
+
+
+def false_alarms(mask: np.ndarray) -> tuple[int, int]:
+    """(pixels called cloud, pixels scored) of one cloud-free scene's uint8 mask."""
+    scored = mask != 255
+    cloud = (mask == 1) | (mask == 2)
+    return int(cloud[scored].sum()), int(scored.sum())
+
+
+def run_model(choice: C.ModelChoice, args: Any) -> dict[str, Any]:
+    from xsensei import cloudmask
+    from xsensei.training.synthetic import SyntheticConfig, sensor_bandset
+    from xsensei.weights.checkpoint import load_model, read_metadata, resolve_model_path
+
+    meta = read_metadata(resolve_model_path(choice.ref))
+    drawn = SyntheticConfig.from_record((meta.get("provenance") or {}).get("generator") or {})
+    model = load_model(choice.ref)
+    start = time.perf_counter()
+    rows = []
+    for layout in layouts_of(drawn):
+        gen = clear_generator(drawn, layout, args.size, args.seed)
+        scenes = [gen.scene(i) for i in range(args.per_layout)]
+        for sensor in args.sensors:
+            bandset = sensor_bandset(sensor)
+            per_scene = []
+            for scene in scenes:
+                sample = gen.render(scene, bandset)
+                image = np.where(np.isfinite(sample.image), sample.image, 0.0).astype(np.float32)
+                if (sample.label != 0).any():  # the generator drew cloud or shadow: a bug here
+                    raise SystemExit(f"{layout}: a cloud-free scene has non-clear labels")
+                mask = cloudmask(image, bandset.wavelengths_nm, model=model)
+                per_scene.append(false_alarms(np.asarray(mask)))
+            counts = np.asarray(per_scene, dtype=np.int64)
+            rows.append({"layout": layout, "sensor": sensor, "scenes": len(per_scene),
+                         "cloud_percent": float(100 * counts[:, 0].sum() / counts[:, 1].sum()),
+                         "worst_scene_percent": float(100 * (counts[:, 0] / counts[:, 1]).max()),
+                         "per_scene_percent": [float(100 * a / b) for a, b in per_scene]})
+    return {"model": choice.name, "ref": choice.ref, "label": choice.label(),
+            "trained": choice.trained, "generator": dataclasses.asdict(drawn), "rows": rows,
+            "seconds": time.perf_counter() - start}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = C.arg_parser(__doc__)
+    C.add_model_arg(p)
+    p.add_argument("--per-layout", type=int, default=16, help="cloud-free scenes per layout")
+    p.add_argument("--size", type=int, default=256, help="scene side, px")
+    p.add_argument("--seed", type=int, default=20261208,
+                   help="generator seed (training used 0, validation 1000003, "
+                        "sensor_independence 20261206)")
+    p.add_argument("--sensors", nargs="+", default=list(SENSORS))
+    p.add_argument("--threads", type=int, default=C.cpu_count(), help="torch threads")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    machine = C.machine_info("cpu")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="xsensei-clear-") as tmp:
+        models = ([C.choose_model("model", m, Path(tmp)) for m in args.model] if args.model
+                  else C.packaged_choices() or [C.fallback_model("default", Path(tmp))])
+        note = C.models_note(models)
+        for m in models:
+            print(f"-- {m.label()} ({m.segmenter}, {m.source}): {args.per_layout} cloud-free "
+                  f"scenes of {args.size} px per layout, seed {args.seed}", flush=True)
+            res = run_model(m, args)
+            for r in res["rows"]:
+                print(f"   {r['layout']:12s} {r['sensor']:12s} called cloud "
+                      f"{r['cloud_percent']:5.1f} %  "
+                      f"(worst scene {r['worst_scene_percent']:5.1f} %)", flush=True)
+            results.append(res)
+    machine["loadavg_end"] = C.loadavg()
+    payload = {"benchmark": "clear_scenes",
+               "settings": {k: v for k, v in vars(args).items() if k != "out"},
+               "machine": machine, "models": [vars(m) for m in models], "models_note": note,
+               "metrics": "percent of the pixels of cloud-free synthetic scenes that cloudmask() "
+                          "(default arguments) calls thick or thin cloud",
+               "results": results}
+    return C.save_results("clear_scenes", payload, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
