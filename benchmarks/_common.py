@@ -161,6 +161,21 @@ def choose_model(role: str, arg: str | None, workdir: Path) -> ModelChoice:
     return fallback_model(role, workdir)
 
 
+def cpu_machine(threads: int) -> dict[str, Any]:
+    """Set torch's CPU threads, then describe the machine (:func:`machine_info`)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return machine_info("cpu")
+
+
+def chosen_models(refs: Sequence[str] | None, workdir: Path) -> list[ModelChoice]:
+    """``--model`` choices, else every packaged model, else an untrained default (flagged)."""
+    if refs:
+        return [choose_model("model", m, workdir) for m in refs]
+    return packaged_choices() or [fallback_model("default", workdir)]
+
+
 def models_note(models: Sequence[ModelChoice]) -> str | None:
     """A loud line when any model is an untrained stand-in."""
     untrained = [m for m in models if not m.trained]

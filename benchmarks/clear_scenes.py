@@ -100,14 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     args = p.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    machine = C.machine_info("cpu")
+    machine = C.cpu_machine(args.threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="xsensei-clear-") as tmp:
-        models = ([C.choose_model("model", m, Path(tmp)) for m in args.model] if args.model
-                  else C.packaged_choices() or [C.fallback_model("default", Path(tmp))])
+        models = C.chosen_models(args.model, Path(tmp))
         note = C.models_note(models)
         for m in models:
             print(f"-- {m.label()} ({m.segmenter}, {m.source}): {args.per_layout} cloud-free "
