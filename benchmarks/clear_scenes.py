@@ -57,6 +57,7 @@ def false_alarms(mask: np.ndarray) -> tuple[int, int]:
 def run_model(choice: C.ModelChoice, args: Any) -> dict[str, Any]:
     from xsensei import cloudmask
     from xsensei.training.synthetic import SyntheticConfig, sensor_bandset
+    from xsensei.training.train import render_valset
     from xsensei.weights.checkpoint import load_model, read_metadata, resolve_model_path
 
     meta = read_metadata(resolve_model_path(choice.ref))
@@ -69,14 +70,12 @@ def run_model(choice: C.ModelChoice, args: Any) -> dict[str, Any]:
         scenes = [gen.scene(i) for i in range(args.per_layout)]
         for sensor in args.sensors:
             bandset = sensor_bandset(sensor)
-            per_scene = []
-            for scene in scenes:
-                sample = gen.render(scene, bandset)
-                image = np.where(np.isfinite(sample.image), sample.image, 0.0).astype(np.float32)
-                if (sample.label != 0).any():  # the generator drew cloud or shadow: a bug here
-                    raise SystemExit(f"{layout}: a cloud-free scene has non-clear labels")
-                mask = cloudmask(image, bandset.wavelengths_nm, model=model)
-                per_scene.append(false_alarms(np.asarray(mask)))
+            vs = render_valset(gen, scenes, bandset, group=layout, sensor=sensor)
+            if bool((vs.labels != 0).any()):  # the generator drew cloud or shadow: a bug here
+                raise SystemExit(f"{layout}: a cloud-free scene has non-clear labels")
+            per_scene = [false_alarms(np.asarray(cloudmask(image, bandset.wavelengths_nm,
+                                                           model=model)))
+                         for image in vs.values.numpy()]
             counts = np.asarray(per_scene, dtype=np.int64)
             rows.append({"layout": layout, "sensor": sensor, "scenes": len(per_scene),
                          "cloud_percent": float(100 * counts[:, 0].sum() / counts[:, 1].sum()),
