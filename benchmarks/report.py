@@ -126,6 +126,11 @@ def clear_scenes(path: Path, data: dict[str, Any]) -> list[str]:
     return [head, "", *lines, "", _source(path, data)]
 
 
+# benchmark kind -> table renderer; also the default order of main()'s newest files
+RENDERERS = {"speed": speed, "memory": memory, "accuracy": accuracy,
+             "sensor_independence": sensor_independence, "clear_scenes": clear_scenes}
+
+
 def newest(kind: str) -> Path | None:
     files = sorted(RESULTS.glob(f"{kind}*.json"), key=lambda p: p.name.rsplit("-", 1)[-1])
     return files[-1] if files else None
@@ -134,9 +139,7 @@ def newest(kind: str) -> Path | None:
 def render(path: Path) -> str:
     data = json.loads(path.read_text())
     kind = data["benchmark"]
-    body = {"speed": speed, "memory": memory, "accuracy": accuracy,
-            "sensor_independence": sensor_independence, "clear_scenes": clear_scenes}[kind](
-                path, data)
+    body = RENDERERS[kind](path, data)
     return "\n".join([f"### {kind}", "", *body, ""])
 
 
@@ -144,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="*", type=Path)
     args = p.parse_args(argv)
-    kinds = ("speed", "memory", "accuracy", "sensor_independence", "clear_scenes")
-    files = args.files or [f for f in map(newest, kinds) if f]
+    files = args.files or [f for f in map(newest, RENDERERS) if f]
     for f in files:
         print(render(f))
     return 0
