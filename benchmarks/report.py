@@ -106,6 +106,20 @@ def sensor_independence(path: Path, data: dict[str, Any]) -> list[str]:
             _source(path, data)]
 
 
+def _clear_cell(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "-"
+    text = f"{cell['cloud_percent']:.1f}"
+    if "cloud_percent_ci90" in cell:
+        lo, hi = cell["cloud_percent_ci90"]
+        text += f" ({lo:.1f}-{hi:.1f})"
+    text += f", worst {cell['worst_scene_percent']:.1f}"
+    if "vs_first" in cell:
+        d = cell["vs_first"]
+        text += f"; {d['points']:+.1f} ({d['ci90'][0]:+.1f} to {d['ci90'][1]:+.1f})"
+    return text
+
+
 def clear_scenes(path: Path, data: dict[str, Any]) -> list[str]:
     cols = [(r["label"], row["sensor"]) for r in data["results"] for row in r["rows"]]
     cols = list(dict.fromkeys(cols))
@@ -116,13 +130,12 @@ def clear_scenes(path: Path, data: dict[str, Any]) -> list[str]:
              "|---|" + "---|" * len(cols)]
     for layout in layouts:
         row = [cells.get((m, s, layout)) for m, s in cols]
-        lines.append(f"| {layout} | " + " | ".join(
-            "-" if c is None else f"{c['cloud_percent']:.1f} (worst {c['worst_scene_percent']:.1f})"
-            for c in row) + " |")
+        lines.append(f"| {layout} | " + " | ".join(_clear_cell(c) for c in row) + " |")
     st = data["settings"]
     head = (f"{st['per_layout']} cloud-free synthetic scenes of {st['size']} px per layout "
             f"(seed {st['seed']}); percent of pixels `cloudmask()` calls cloud, pooled "
-            "(worst scene):")
+            "(90 % scene-bootstrap interval where recorded; worst scene; difference from the "
+            "first model on the same scenes, with its interval, where recorded):")
     return [head, "", *lines, "", _source(path, data)]
 
 
