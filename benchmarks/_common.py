@@ -169,6 +169,23 @@ def cpu_machine(threads: int) -> dict[str, Any]:
     return machine_info("cpu")
 
 
+def recorded_generator(meta: dict[str, Any], label: str) -> tuple[Any, str]:
+    """The synthetic generator settings a checkpoint was trained on (its provenance's record),
+    and where they came from: ``"provenance"``, or ``"defaults"`` with a printed warning when
+    the checkpoint records none, so that scenes drawn from other settings than the model's
+    training data (and so not comparable with another model's) never pass unnoticed."""
+    from xsensei.training.synthetic import SyntheticConfig
+
+    record = (meta.get("provenance") or {}).get("generator") or {}
+    config = SyntheticConfig.from_record(record)
+    if record.get("config"):
+        return config, "provenance"
+    print(f"   WARNING: {label} records no generator settings in its provenance; its scenes "
+          f"use the generator's defaults (physics {config.physics}), not its training data, "
+          "and do not compare with other models' scenes", flush=True)
+    return config, "defaults"
+
+
 def chosen_models(refs: Sequence[str] | None, workdir: Path) -> list[ModelChoice]:
     """``--model`` choices, else every packaged model, else an untrained default (flagged)."""
     if refs:

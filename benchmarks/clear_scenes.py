@@ -118,12 +118,12 @@ def add_uncertainty(results: list[dict[str, Any]], boot: int, seed: int) -> None
 
 def run_model(choice: C.ModelChoice, args: Any) -> dict[str, Any]:
     from xsensei import cloudmask
-    from xsensei.training.synthetic import SyntheticConfig, sensor_bandset
+    from xsensei.training.synthetic import sensor_bandset
     from xsensei.training.train import render_valset
     from xsensei.weights.checkpoint import load_model, read_metadata, resolve_model_path
 
     meta = read_metadata(resolve_model_path(choice.ref))
-    drawn = SyntheticConfig.from_record((meta.get("provenance") or {}).get("generator") or {})
+    drawn, drawn_from = C.recorded_generator(meta, choice.label())
     model = load_model(choice.ref)
     start = time.perf_counter()
     rows = []
@@ -145,7 +145,8 @@ def run_model(choice: C.ModelChoice, args: Any) -> dict[str, Any]:
                          "per_scene_percent": [float(100 * a / b) for a, b in per_scene],
                          "counts": counts.tolist()})
     return {"model": choice.name, "ref": choice.ref, "label": choice.label(),
-            "trained": choice.trained, "generator": dataclasses.asdict(drawn), "rows": rows,
+            "trained": choice.trained, "generator": dataclasses.asdict(drawn),
+            "generator_from": drawn_from, "rows": rows,
             "seconds": time.perf_counter() - start}
 
 

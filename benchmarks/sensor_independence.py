@@ -129,7 +129,7 @@ def gap_with_interval(seen: np.ndarray, unseen: np.ndarray, boot: int,
 
 def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple[list[str],
               list[str]], rng: np.random.Generator) -> dict[str, Any]:
-    from xsensei.training.synthetic import SceneGenerator, SyntheticConfig
+    from xsensei.training.synthetic import SceneGenerator
     from xsensei.training.train import render_valset
     from xsensei.weights.checkpoint import (
         load_model,
@@ -146,7 +146,7 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
         raise SystemExit(f"{choice.name}: {', '.join(trained_on)} not in its holdout_sensors "
                          f"{sorted(holdout)}; pass --unseen with held-out sensors only")
     # the model's own training distribution (physics version included), at --size
-    drawn = SyntheticConfig.from_record((meta.get("provenance") or {}).get("generator") or {})
+    drawn, drawn_from = C.recorded_generator(meta, choice.label())
     gen = SceneGenerator(dataclasses.replace(drawn, size=args.size), seed=args.seed)
     model = load_model(choice.ref)
     start = time.perf_counter()
@@ -182,7 +182,8 @@ def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple
                     counts[key], group_counts("unseen", "reflective", [u]), args.boot, rng)
     label = choice.name if choice.source == "packaged" else f"{choice.name} ({choice.ref})"
     return {"model": choice.name, "ref": choice.ref, "label": label, "trained": choice.trained,
-            "generator": dataclasses.asdict(gen.config), "holdout_sensors": sorted(holdout),
+            "generator": dataclasses.asdict(gen.config), "generator_from": drawn_from,
+            "holdout_sensors": sorted(holdout),
             "sets": sets, "gaps": gaps, "seconds": time.perf_counter() - start}
 
 

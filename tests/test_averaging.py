@@ -17,7 +17,7 @@ from xsensei.weights.checkpoint import load_checkpoint, packaged_models, read_me
 
 
 def _saved(tmp_path: Path, seed: int, *, trained: bool = True, classes=None,
-           inference=None) -> Path:
+           inference=None, provenance=None) -> Path:
     torch.manual_seed(seed)
     model = CloudMaskModel("pixelnet", **({"classes": classes} if classes else {}))
     with torch.no_grad():  # distinct batch-norm statistics and counters per input
@@ -27,7 +27,7 @@ def _saved(tmp_path: Path, seed: int, *, trained: bool = True, classes=None,
             else:
                 buf.fill_(seed + 1)
     return save_model(model, tmp_path / f"seed{seed}.safetensors", trained=trained,
-                      provenance={"seed": seed, "data": "synthetic"},
+                      provenance=provenance or {"seed": seed, "data": "synthetic"},
                       inference=inference or {"window": 256})
 
 
@@ -55,6 +55,30 @@ def test_average_is_the_elementwise_mean(tmp_path: Path) -> None:
     # what the inputs agree on stays at the top level, what differs only per input
     assert meta["provenance"]["data"] == "synthetic" and "seed" not in meta["provenance"]
     assert [i["sha256"] for i in inputs] == [read_metadata(p)["sha256"] for p in paths]
+
+
+def test_average_of_seeds_keeps_their_shared_generator_settings(tmp_path: Path) -> None:
+    """Seeds of one recipe record generators that differ in their seed alone; the average must
+    keep the settings (the benchmarks redraw scenes from them), not drop the whole record."""
+    from xsensei.training.synthetic import SyntheticConfig
+
+    def generator(seed: int, polar: float) -> dict:
+        return {"module": "xsensei.training.synthetic", "version": "1.1", "seed": seed,
+                "config": {"physics": "1.1", "tau_thin": 1.5,
+                           "layout_weights": [["natural", 1 - polar], ["polar", polar]]}}
+
+    paths = [_saved(tmp_path, s, provenance={"seed": s, "generator": generator(s, p)})
+             for s, p in ((0, 0.4), (1, 0.4), (2, 0.25))]
+    meta = read_metadata(average_checkpoints(paths[:2], tmp_path / "two.safetensors"))
+    assert meta["provenance"]["generator"] == {
+        k: v for k, v in generator(0, 0.4).items() if k != "seed"}
+    drawn = SyntheticConfig.from_record(meta["provenance"]["generator"])
+    assert drawn.physics == "1.1" and drawn.tau_thin == 1.5  # not the 1.0 defaults
+    # a setting the inputs disagree on is dropped, the rest of the record stays
+    mixed = read_metadata(average_checkpoints(paths, tmp_path / "three.safetensors"))
+    assert mixed["provenance"]["generator"]["config"] == {"physics": "1.1", "tau_thin": 1.5}
+    assert [i["provenance"]["generator"]["seed"]
+            for i in mixed["provenance"]["weight_average"]["inputs"]] == [0, 1, 2]
 
 
 def test_average_of_copies_is_the_copy_bit_for_bit(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ one small real run through cloudmask()."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -84,3 +85,25 @@ def test_small_run_records_intervals_and_paired_differences(tmp_path: Path) -> N
         assert len(row["counts"]) == 2 and "vs_first" not in row
     for row in second["rows"]:  # the same model by another name: the same scenes and masks
         assert row["vs_first"] == {"ref": "fast", "points": 0.0, "ci90": [0.0, 0.0]}
+
+
+def test_missing_generator_record_is_said_not_silently_replaced(capsys) -> None:
+    from benchmarks import _common as C
+    from xsensei.weights.checkpoint import read_metadata, resolve_model_path
+
+    packaged = read_metadata(resolve_model_path("sensei-deeplab"))
+    config, source = C.recorded_generator(packaged, "sensei-deeplab")
+    assert source == "provenance" and config.physics == "1.1"
+    assert capsys.readouterr().out == ""
+    config, source = C.recorded_generator({"provenance": {"seed": 0}}, "soup")
+    assert source == "defaults"
+    out = capsys.readouterr().out
+    assert "WARNING: soup records no generator settings" in out and config.physics in out
+    assert not cs.same_scenes(dataclasses.asdict(config),
+                              _generator_of(packaged))  # other scenes: never paired
+
+
+def _generator_of(meta: dict) -> dict:
+    from xsensei.training.synthetic import SyntheticConfig
+
+    return dataclasses.asdict(SyntheticConfig.from_record(meta["provenance"]["generator"]))

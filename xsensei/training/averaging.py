@@ -32,7 +32,7 @@ import torch
 from xsensei.errors import CheckpointError
 from xsensei.weights.checkpoint import load_checkpoint, resolve_model_path, save_model
 
-__all__ = ["WeightAverage", "average_checkpoints"]
+__all__ = ["WeightAverage", "average_checkpoints", "common_record"]
 
 
 class WeightAverage:
@@ -79,6 +79,20 @@ class WeightAverage:
         self.updates = int(state["updates"])
 
 
+def common_record(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What every record agrees on, entry by entry and into nested mappings: seeds of one
+    recipe differ in their generator record's ``seed`` only, and the rest of that record (the
+    generator's settings, which the benchmarks redraw scenes from) must survive the average."""
+    common: dict[str, Any] = {}
+    for key, value in records[0].items():
+        others = [r.get(key) for r in records[1:]]
+        if all(o == value for o in others):
+            common[key] = value
+        elif isinstance(value, Mapping) and all(isinstance(o, Mapping) for o in others):
+            common[key] = common_record([value, *others])
+    return common
+
+
 def average_checkpoints(
     paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -94,7 +108,8 @@ def average_checkpoints(
     the inputs', computed in float64 and cast back; integer tensors (batch-norm step counters)
     are the first input's. The inputs must share architecture, tensor names and shapes, and
     inference settings; the output's provenance keeps what all inputs' provenances agree on
-    (e.g. the training data and generator) and lists each input (its SHA-256 and provenance).
+    (e.g. the training data, and the generator settings of seeds that differ in the generator
+    seed only: :func:`common_record`) and lists each input (its SHA-256 and provenance).
     It is ``trained`` only if every input is.
     """
     if len(paths) < 2:
@@ -130,10 +145,8 @@ def average_checkpoints(
     # what every input agrees on (training data, generator, held-out sensors ...) stays at the
     # top, where tools such as the sensor-independence benchmark read it
     provenances = [meta.get("provenance") or {} for _, meta in loaded]
-    provenance: dict[str, Any] = {
-        key: value for key, value in provenances[0].items()
-        if key != "weight_average" and all(p.get(key) == value for p in provenances[1:])
-    }
+    provenance = common_record(
+        [{k: v for k, v in p.items() if k != "weight_average"} for p in provenances])
     provenance |= {
         "weight_average": {
             "method": "uniform mean of the floating-point tensors; integer tensors from the "
