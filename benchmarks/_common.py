@@ -169,6 +169,16 @@ def cpu_machine(threads: int) -> dict[str, Any]:
     return machine_info("cpu")
 
 
+def paired_bootstrap(metric: Callable[[np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray,
+                     draws: np.ndarray) -> tuple[float, float, float]:
+    """``metric(a) - metric(b)`` for per-scene arrays over the same scenes, and the 90 %
+    interval of that difference over bootstrap scene draws ``(boot, scenes)`` applied to both
+    (``metric`` pools over the scenes axis, -2)."""
+    diff = float(metric(a) - metric(b))
+    lo, hi = np.percentile(metric(a[draws]) - metric(b[draws]), [5, 95])
+    return diff, float(lo), float(hi)
+
+
 def recorded_generator(meta: dict[str, Any], label: str) -> tuple[Any, str]:
     """The synthetic generator settings a checkpoint was trained on (its provenance's record),
     and where they came from: ``"provenance"``, or ``"defaults"`` with a printed warning when

@@ -90,30 +90,25 @@ def paired_difference(counts: np.ndarray, baseline: np.ndarray,
                       draws: np.ndarray) -> dict[str, Any]:
     """Pooled share of ``counts`` minus that of ``baseline`` (points; both over the same
     scenes), with a 90 % interval resampling the same scenes for both."""
-    diff = float(pooled_percent(counts) - pooled_percent(baseline))
-    boot = pooled_percent(counts[draws]) - pooled_percent(baseline[draws])
-    lo, hi = np.percentile(boot, [5, 95])
-    return {"points": diff, "ci90": [float(lo), float(hi)]}
+    diff, lo, hi = C.paired_bootstrap(pooled_percent, counts, baseline, draws)
+    return {"points": diff, "ci90": [lo, hi]}
 
 
-def add_uncertainty(results: list[dict[str, Any]], boot: int, seed: int) -> None:
-    """Intervals on every row, and paired differences from the first model for models that
-    drew the same scenes (the same generator settings); in place."""
-    if not results:
-        return
-    first = results[0]
+def add_uncertainty(res: dict[str, Any], first: dict[str, Any], boot: int, seed: int) -> None:
+    """Intervals on every row of one model's result, and its paired differences from the
+    first model's result if both drew the same scenes (the same generator settings); in
+    place. Each model is done once, as it finishes."""
+    paired = res is not first and same_scenes(res["generator"], first["generator"])
     base = {(r["layout"], r["sensor"]): r for r in first["rows"]}
-    for res in results:
-        paired = res is not first and same_scenes(res["generator"], first["generator"])
-        for row in res["rows"]:
-            n = len(row["counts"])
-            draws = np.random.default_rng([seed, n]).integers(0, n, size=(boot, n))
-            counts = np.asarray(row["counts"], dtype=np.int64)
-            row["cloud_percent_ci90"] = share_interval(counts, draws)
-            ref = base.get((row["layout"], row["sensor"]))
-            if paired and ref is not None and len(ref["counts"]) == n:
-                row["vs_first"] = {"ref": first["ref"], **paired_difference(
-                    counts, np.asarray(ref["counts"], dtype=np.int64), draws)}
+    for row in res["rows"]:
+        n = len(row["counts"])
+        draws = np.random.default_rng([seed, n]).integers(0, n, size=(boot, n))
+        counts = np.asarray(row["counts"], dtype=np.int64)
+        row["cloud_percent_ci90"] = share_interval(counts, draws)
+        ref = base.get((row["layout"], row["sensor"]))
+        if paired and ref is not None and len(ref["counts"]) == n:
+            row["vs_first"] = {"ref": first["ref"], **paired_difference(
+                counts, np.asarray(ref["counts"], dtype=np.int64), draws)}
 
 
 def run_model(choice: C.ModelChoice, args: Any) -> dict[str, Any]:
@@ -185,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {m.label()} ({m.segmenter}, {m.source}): {args.per_layout} cloud-free "
                   f"scenes of {args.size} px per layout, seed {args.seed}", flush=True)
             results.append(run_model(m, args))
-            add_uncertainty(results, args.boot, args.seed)
+            add_uncertainty(results[-1], results[0], args.boot, args.seed)
             for r in results[-1]["rows"]:
                 print("   " + describe_row(r), flush=True)
     machine["loadavg_end"] = C.loadavg()

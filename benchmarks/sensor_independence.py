@@ -120,11 +120,9 @@ def gap_with_interval(seen: np.ndarray, unseen: np.ndarray, boot: int,
                       rng: np.random.Generator) -> dict[str, float]:
     """Pooled F1 gap of two (scenes, 3) count arrays over the same scenes, with a 90 % scene
     bootstrap interval."""
-    gap = float(f1(seen) - f1(unseen))
     idx = rng.integers(0, len(seen), size=(boot, len(seen)))
-    draws = f1(seen[idx]) - f1(unseen[idx])
-    lo, hi = np.percentile(draws, [5, 95])
-    return {"gap": gap, "lo": float(lo), "hi": float(hi)}
+    gap, lo, hi = C.paired_bootstrap(f1, seen, unseen, idx)
+    return {"gap": gap, "lo": lo, "hi": hi}
 
 
 def run_model(choice: C.ModelChoice, args: argparse.Namespace, plan_names: tuple[list[str],

@@ -60,7 +60,8 @@ def test_add_uncertainty_pairs_only_models_that_drew_the_same_scenes() -> None:
                       [20, 0, 0, 0]),
                result("c", {"physics": "1.3", "layout_weights": [["polar", 0.12]]},
                       [20, 0, 0, 0])]
-    cs.add_uncertainty(results, boot=500, seed=1)
+    for res in results:
+        cs.add_uncertainty(res, results[0], boot=500, seed=1)
     a, b, c = (r["rows"][0] for r in results)
     assert "vs_first" not in a and "vs_first" not in c  # other scenes: no paired difference
     assert b["vs_first"]["ref"] == "a" and b["vs_first"]["points"] == -10.0
