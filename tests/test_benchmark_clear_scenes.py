@@ -120,9 +120,13 @@ def test_cloud_only_physics_versions_render_the_same_cloud_free_scenes() -> None
 
     def rendered(physics: str, relief_prob: float = 1.0) -> np.ndarray:
         config = SyntheticConfig(physics=physics, relief_prob=relief_prob)
-        gen = cs.clear_generator(config, "polar", 48, 7)
-        scenes = [gen.scene(i) for i in range(2)]
-        return render_valset(gen, scenes, bandset, group="polar", sensor="l8").values.numpy()
+        images = []
+        for layout in ("polar", "mountain", "agriculture"):
+            gen = cs.clear_generator(config, layout, 48, 7)
+            scenes = [gen.scene(i) for i in range(2)]
+            images.append(render_valset(gen, scenes, bandset, group=layout,
+                                        sensor="l8").values.numpy())
+        return np.stack(images)
 
     base = rendered("1.1")
     for physics, relief in (("1.2", 1.0), ("1.2", 0.5), ("1.3", 1.0)):
