@@ -146,7 +146,7 @@ def run_model(choice: C.ModelChoice, args: Any) -> dict[str, Any]:
                          for image in vs.values.numpy()]
             counts = np.asarray(per_scene, dtype=np.int64)
             rows.append({"layout": layout, "sensor": sensor, "scenes": len(per_scene),
-                         "cloud_percent": float(100 * counts[:, 0].sum() / counts[:, 1].sum()),
+                         "cloud_percent": float(pooled_percent(counts)),
                          "worst_scene_percent": float(100 * (counts[:, 0] / counts[:, 1]).max()),
                          "per_scene_percent": [float(100 * a / b) for a, b in per_scene],
                          "counts": counts.tolist()})
