@@ -19,6 +19,7 @@ import rasterio
 import rioxarray
 import xarray as xr
 from affine import Affine
+from dask.callbacks import Callback
 
 import xsensei
 from xsensei.cli import main
@@ -160,6 +161,38 @@ def test_mask_geotiff_to_zarr_resume_and_refuse(geotiff, pixelnet_ckpt, expected
     assert str(store) in err and "already exists" in err
     assert "--overwrite" in err and "--resume" in err  # CLI flags, not Python keywords
     assert snapshot(store) == before
+
+
+def test_ctrl_c_keeps_the_chunks_and_says_how_to_resume(
+    geotiff, pixelnet_ckpt, expected, tmp_path, capsys
+):
+    """Ctrl-C after the first stored chunk (raised where Dask's local scheduler reports a task
+    done, as a real one arrives there): exit 130, one line, no traceback; a resume finishes."""
+    store = tmp_path / "mask.zarr"
+    args = ["mask", geotiff, store, "--sensor", "landsat-8", "--model", pixelnet_ckpt,
+            "--chunks", "64", "--quiet"]
+    done_dir = store / "_xsensei" / "done" / "c"
+
+    def done() -> int:
+        return sum(not f.endswith(".partial") for _, _, fs in os.walk(done_dir) for f in fs)
+
+    def ctrl_c(*_: object) -> None:
+        if done() >= 1:
+            raise KeyboardInterrupt
+
+    with Callback(posttask=ctrl_c):
+        assert main(list(map(str, args))) == 130
+    kept = done()
+    assert 1 <= kept < 4
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("xsensei mask: interrupted\n"), err
+    assert f"{kept} of 4 chunks of {store} are stored" in err
+    assert "rerun the same command with --resume" in err and "Traceback" not in err
+
+    assert main([*map(str, args), "--resume"]) == 0
+    assert f"{4 - kept} chunks written, {kept} already done" in capsys.readouterr().out
+    mask = xr.open_zarr(store, decode_coords="all")["cloud_mask"]
+    np.testing.assert_array_equal(mask.values, expected)
 
 
 def test_mask_geotiff_to_cog_and_refuse(geotiff, pixelnet_ckpt, expected, tmp_path, capsys):

@@ -151,10 +151,35 @@ def test_broken_asset_and_dead_api_name_the_culprit_and_keep_the_chunks(
     env: StacEnv, client: Any, reference: np.ndarray, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """One 16 px tile of one asset is garbage: the chunk that reads it fails, naming the item
-    and asset; the others written before stay recorded; a dead API changes nothing; once the
-    file is repaired a resume writes only the rest."""
+    """A job stopped by Ctrl-C keeps its chunks; one 16 px tile of one asset is garbage: the
+    resumed job fails on the chunk that reads it, naming the item and asset, and keeps every
+    chunk written before; a dead API changes nothing; once the file is repaired a resume writes
+    only the rest.
+
+    The Ctrl-C comes first so that chunks are surely stored before the broken tile is met: Dask
+    may schedule the chunks that read that tile first of all. It comes after 4 chunks, well
+    before the 9 that read the tile (its chunk and, through the halo, the 8 around) are done.
+    """
     out = tmp_path / "cube.zarr"
+    args = ["--api", env.url, "--collection", FAULTY, "--out", str(out), "--model",
+            str(env.model), "--chunks", str(CHUNKS), "--torch-threads", "1", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "xsensei.stac_job", *args],
+                            env=_subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: done_count(out) >= 4 or proc.poll() is not None, 240,
+                  "4 chunks done by the CLI")
+        proc.send_signal(signal.SIGINT)
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    interrupted = done_count(out)
+    assert proc.returncode == 130, stderr
+    assert 4 <= interrupted < TOTAL
+    assert stderr.startswith("xsensei stac: interrupted"), stderr
+    assert f"{interrupted} of {TOTAL} chunks" in stderr and "--resume" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+
     item = env.catalog.items[FAULTY][-1]
     victim = env.catalog.asset_path(FAULTY, item, "B05")
     good = victim.read_bytes()
@@ -166,7 +191,7 @@ def test_broken_asset_and_dead_api_name_the_culprit_and_keep_the_chunks(
         # in-process threads: this process never reads these files again (GDAL caches them)
         with one_torch_thread(), pytest.raises(StacAssetError) as info:
             stac_to_zarr(out, api=env.url, collection=FAULTY, model=env.model, chunks=CHUNKS,
-                         scheduler="threads", torch_threads=1, progress=False)
+                         scheduler="threads", torch_threads=1, progress=False, resume=True)
     finally:
         victim.write_bytes(good)
     err = info.value
@@ -174,7 +199,7 @@ def test_broken_asset_and_dead_api_name_the_culprit_and_keep_the_chunks(
     assert f"asset 'B05' of item '{item}'" in str(err)
     assert any("resume=True" in note for note in getattr(err, "__notes__", []))
     done = done_count(out)
-    assert 0 < done < TOTAL, "the chunks written before the failure must stay recorded"
+    assert interrupted <= done < TOTAL, "the chunks written before the failure must stay recorded"
     with pytest.raises(FileExistsError, match="resume=True"):
         stac_to_zarr(out, api=env.url, collection=FAULTY, model=env.model, chunks=CHUNKS)
 

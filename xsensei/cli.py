@@ -65,8 +65,12 @@ def cmd_mask(args: argparse.Namespace) -> int:
         xsensei.to_cog(mask.compute(), out, overwrite=args.overwrite)
         print(f"wrote {out}")
     else:
-        report = xsensei.to_zarr(mask, out, overwrite=args.overwrite, resume=args.resume,
-                                 progress=not args.quiet)
+        try:
+            report = xsensei.to_zarr(mask, out, overwrite=args.overwrite, resume=args.resume,
+                                     progress=not args.quiet)
+        except KeyboardInterrupt as err:
+            err.add_note(RESUME_HINT)
+            raise
         print(f"wrote {report.path}: {report.chunks_written} chunks written, "
               f"{report.chunks_skipped} already done")
     return 0
@@ -133,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUME_HINT = "rerun the same command with --resume to finish it"
+
+
+def report_interrupt(command: str, err: KeyboardInterrupt) -> int:
+    """Ctrl-C: one line and the notes saying what was kept, no traceback; the shell's 130."""
+    print(f"xsensei {command}: interrupted", file=sys.stderr)
+    for note in getattr(err, "__notes__", []):
+        print(f"  {note}", file=sys.stderr)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -140,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileExistsError, KeyError) as exc:
         print(f"xsensei {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        return report_interrupt(args.command, err)
 
 
 if __name__ == "__main__":

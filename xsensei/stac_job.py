@@ -216,6 +216,8 @@ def _bbox(values: Sequence[str]) -> list[float]:
 
 def cmd_stac(args: argparse.Namespace) -> int:
     """Run :func:`stac_to_zarr` from parsed arguments; errors become one line on stderr."""
+    from xsensei.cli import RESUME_HINT, report_interrupt
+
     try:
         bbox = _bbox(args.bbox) if args.bbox else None
         report = stac_to_zarr(
@@ -233,6 +235,9 @@ def cmd_stac(args: argparse.Namespace) -> int:
         for note in getattr(err, "__notes__", []):
             print(f"  {note}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        err.add_note(RESUME_HINT)
+        return report_interrupt("stac", err)
     print(
         f"wrote {report.path}: {len(report.items)} item(s), cube {report.shape} in {report.crs}, "
         f"{report.chunks_written} chunks written, {report.chunks_skipped} already done "

@@ -147,8 +147,11 @@ def to_zarr(
     write = dask.delayed(_write_block, pure=False)
     count = dask.delayed(_count_stored, pure=False)
     token = uuid.uuid4().hex
+    # one key per chunk index: the dashboard shows "xsensei-write" tasks, and Dask breaks
+    # ties between ready writes by chunk index instead of by random keys
     tasks = [
-        write(blocks[idx], str(path), name, token, _region(idx, data.chunks), idx, time_axis)
+        write(blocks[idx], str(path), name, token, _region(idx, data.chunks), idx, time_axis,
+              dask_key_name=(f"xsensei-write-{token}", *idx))
         for idx in missing
     ]
     if counting:
