@@ -203,7 +203,7 @@ def test_best_checkpoint_loads_and_masks(tiny_run: TrainResult) -> None:
     assert prov["steps"] == tiny_run.best_step
     assert prov["generator"]["seed"] == 0 and len(prov["generator"]["source_sha256"]) == 64
     assert {"cpu", "torch", "cpu_capability"} <= set(prov["hardware"]) and prov["wall_time_s"] > 0
-    assert meta["inference"] == {"window": 256, "overlap": 64}
+    assert meta["inference"] == {"window": 256, "overlap": 64, "thermal_bands": "use"}
     model = xsensei.load_model(tiny_run.best_path)
     assert model.classes == ("clear", "thick_cloud", "thin_cloud", "cloud_shadow")
 
@@ -390,6 +390,32 @@ def test_init_model_fine_tunes_a_whole_checkpoint(tmp_path: Path) -> None:
               tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match="init_sensei or init_model, not both"):
         tiny_config(init_model="x", init_sensei="y")
+
+
+def test_fine_tune_keeps_the_parents_thermal_policy_unless_the_recipe_names_one(
+    tmp_path: Path,
+) -> None:
+    """A parent that ignores thermal bands (as sensei-pixelnet) makes fine-tunes that do too."""
+    from xsensei.weights.checkpoint import load_model, read_metadata, save_model
+
+    first = train(tiny_config(steps=1, eval_every=100, val_scenes=1), tmp_path / "a",
+                  progress=False)
+    parent = save_model(load_model(first.last_path), tmp_path / "parent.safetensors",
+                        inference={"window": 256, "overlap": 64, "thermal_bands": "ignore"})
+
+    def policies(**kw: object) -> set[str]:
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        result = train(tiny_config(steps=1, eval_every=1, val_scenes=1, **kw), out,
+                       progress=False)
+        return {read_metadata(p)["inference"]["thermal_bands"]
+                for p in (result.last_path, result.best_path)}
+
+    assert policies(init_model=str(parent)) == {"ignore"}
+    assert policies(init_model=str(parent), thermal_bands="use") == {"use"}
+    assert policies(thermal_bands="ignore") == {"ignore"}
+    assert read_metadata(first.last_path)["inference"]["thermal_bands"] == "use"
+    with pytest.raises(ValueError, match="thermal_bands must be one of"):
+        tiny_config(thermal_bands="drop")
 
 
 def test_precise_batchnorm_replaces_running_averages_exactly() -> None:

@@ -71,6 +71,7 @@ from xsensei.training.distill import distillation_loss, load_teacher, teacher_lo
 from xsensei.training.metrics import ConfusionMatrix, json_safe
 from xsensei.training.patches import NODATA_LABEL
 from xsensei.training.unreached_taps import zero_unreached_taps
+from xsensei.weights.checkpoint import THERMAL_POLICIES, thermal_policy
 
 __all__ = [
     "BandsetSampler",
@@ -164,6 +165,12 @@ class TrainConfig(JsonConfig):
     Run control: ``steps``, ``checkpoint_every``, ``log_every``, ``time_budget_s`` (stop
     cleanly, with a checkpoint, before this much wall time), ``workers`` (DataLoader),
     ``threads`` (torch intra-op threads; None leaves torch's default), ``device``, ``seed``.
+
+    Inference settings written into every checkpoint: ``inference_window`` /
+    ``inference_overlap``, and ``thermal_bands`` ("use" | "ignore": ``cloudmask()`` leaves
+    thermal bands out for the model); None keeps ``init_model``'s policy, so a fine-tune of
+    ``sensei-pixelnet`` still ignores them, and is "use" otherwise. Training and validation
+    see thermal bands either way.
     """
 
     name: str = "xsensei-model"
@@ -229,6 +236,7 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     inference_window: int = 256
     inference_overlap: int = 64
+    thermal_bands: str | None = None
 
     def __post_init__(self) -> None:
         from xsensei.nn.segmenters import SEGMENTERS
@@ -253,6 +261,9 @@ class TrainConfig(JsonConfig):
                              "holds a SEnSeI")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.thermal_bands is not None and self.thermal_bands not in THERMAL_POLICIES:
+            raise ValueError(f"thermal_bands must be one of {THERMAL_POLICIES} or null (keep "
+                             f"init_model's), got {self.thermal_bands!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -867,6 +878,18 @@ def _prepare_dir(out: Path, config: TrainConfig, resume: bool, overwrite: bool
     return config
 
 
+def _thermal_policy(config: TrainConfig) -> str:
+    """The checkpoints' thermal-band policy: the recipe's, else ``init_model``'s, else use."""
+    if config.thermal_bands is not None:
+        return config.thermal_bands
+    if config.init_model:
+        from xsensei.weights.checkpoint import read_metadata, resolve_model_path
+
+        meta = read_metadata(resolve_model_path(config.init_model))
+        return thermal_policy(meta.get("inference") or {})
+    return "use"
+
+
 def _init_from_model(config: TrainConfig) -> CloudMaskModel:
     from xsensei.weights.checkpoint import load_model
 
@@ -1208,7 +1231,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
         last_eval_step = step
         return metrics
 
-    inference = {"window": config.inference_window, "overlap": config.inference_overlap}
+    inference = {"window": config.inference_window, "overlap": config.inference_overlap,
+                 "thermal_bands": _thermal_policy(config)}
     if not resume:
         write({"event": "start", "config": config.to_dict(), "hardware": describe_hardware(device),
                "precision": precision, "generator": generator})
