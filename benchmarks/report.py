@@ -139,9 +139,23 @@ def clear_scenes(path: Path, data: dict[str, Any]) -> list[str]:
     return [head, "", *lines, "", _source(path, data)]
 
 
+def synthetic_speed(path: Path, data: dict[str, Any]) -> list[str]:
+    size = data["settings"]["size"]
+    ms = data["ms_per_patch"]
+    return [f"{data['settings']['count']} Sentinel-2A patches of {size}² x 13 bands, one thread:",
+            "",
+            "| patches/s per CPU second | wall clock | scene / render ms | random 13-band sets |",
+            "|---|---|---|---|",
+            f"| {data['patches_per_cpu_s']:.1f} | {data['patches_per_wall_s']:.1f} | "
+            f"{ms['scene']:.1f} / {ms['render']:.1f} | "
+            f"{data['random_bandsets_patches_per_s']:.1f} patches/s |",
+            "", *_targets(data), "", _source(path, data)]
+
+
 # benchmark kind -> table renderer; also the default order of main()'s newest files
 RENDERERS = {"speed": speed, "memory": memory, "accuracy": accuracy,
-             "sensor_independence": sensor_independence, "clear_scenes": clear_scenes}
+             "sensor_independence": sensor_independence, "clear_scenes": clear_scenes,
+             "synthetic_speed": synthetic_speed}
 
 
 def newest(kind: str) -> Path | None:
