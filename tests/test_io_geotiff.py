@@ -92,6 +92,25 @@ def test_time_series_gives_one_band_per_date(tmp_path):
     assert reread.rio.crs == mask.rio.crs
 
 
+@pytest.mark.parametrize("names", [("lat", "lon"), ("latitude", "longitude")])
+def test_lat_lon_dims_keep_crs_and_transform(tmp_path, names):
+    """rioxarray finds only y/x and latitude/longitude itself; lat/lon masks must write too."""
+    yx = make_mask(nt=2, ny=40, nx=30, seed=3)
+    mask = yx.rename(y=names[0], x=names[1])
+    assert mask.dims == ("time", *names)
+    path = to_cog(mask, tmp_path / "mask.tif")
+    with rasterio.open(path) as src:
+        assert src.crs == CRS.from_epsg(32618)
+        assert src.transform == TRANSFORM
+        assert (src.count, src.height, src.width) == (2, 40, 30)
+        np.testing.assert_array_equal(src.read(), yx.values)
+    # (x, y) order is transposed before writing: same file content
+    flipped = to_cog(mask.isel(time=0).transpose(), tmp_path / "flipped.tif")
+    with rasterio.open(flipped) as src:
+        assert src.crs == CRS.from_epsg(32618) and src.transform == TRANSFORM
+        np.testing.assert_array_equal(src.read(1), yx.values[0])
+
+
 def test_refuses_to_overwrite_unless_told(tmp_path):
     path = to_cog(make_mask(nt=None, seed=1), tmp_path / "mask.tif")
     first = path.read_bytes()

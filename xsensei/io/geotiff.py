@@ -56,8 +56,6 @@ def to_cog(mask: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool 
         raise IsADirectoryError(f"{path} is a directory, not a GeoTIFF path")
 
     y_dim, x_dim = spatial_dims(mask)
-    if (y_dim, x_dim) != ("y", "x"):
-        mask = mask.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
     extra = [d for d in mask.dims if d not in (y_dim, x_dim)]
     if len(extra) > 1:
         raise InputError(
@@ -87,6 +85,9 @@ def to_cog(mask: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool 
     out.attrs = attrs
     out.encoding = {}
     out = out.rio.write_nodata(nodata, encoded=False)
+    # rioxarray keeps set_spatial_dims on the object only (transpose/copy drop it), and finds
+    # only y/x and latitude/longitude itself: set lat/lon & co. on the object that is written
+    out = out.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
 
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.tif")
     try:
