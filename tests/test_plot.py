@@ -166,6 +166,28 @@ def test_quicklook_band_choice_from_wavelengths_and_explicit_rgb():
         quicklook(image, mask, rgb=("B4", "B3", "B2"), ax=Figure().add_subplot())
 
 
+def test_quicklook_of_a_dataset_equals_the_band_stacked_array():
+    """An odc-stac style Dataset (one variable per band) shows as its bands stacked."""
+    from matplotlib.figure import Figure
+
+    import xsensei  # noqa: F401  (registers .sensei)
+
+    image, mask = scene()
+    image = image.drop_vars("common_name").assign_coords(band=["nir", "red", "blue", "green"])
+    ds = image.to_dataset(dim="band")
+    assert list(ds.data_vars) == ["nir", "red", "blue", "green"]
+    ref = quicklook(image, mask, ax=Figure().add_subplot(), alpha=1.0)
+    ax = ds.sensei.quicklook(mask, ax=Figure().add_subplot(), alpha=1.0)
+    for got, want in zip(ax.images, ref.images, strict=True):
+        np.testing.assert_array_equal(got.get_array(), want.get_array())
+        assert got.get_extent() == want.get_extent()
+    xx = np.broadcast_to(np.arange(80), (60, 80))
+    assert np.corrcoef(ax.images[0].get_array()[..., 0].ravel(), xx.ravel())[0, 1] > 0.95
+    # bands named by variable for rgb=
+    ax = quicklook(ds, mask, rgb=("green", "red", "blue"), ax=Figure().add_subplot())
+    assert np.corrcoef(ax.images[0].get_array()[..., 1].ravel(), xx.ravel())[0, 1] > 0.95
+
+
 def test_quicklook_refuses_several_time_steps():
     image, mask = scene(nt=2)
     with pytest.raises(ValueError, match=r"2 time steps.*isel\(time=0\)"):

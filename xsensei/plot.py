@@ -72,6 +72,25 @@ def _single_time(obj: xr.DataArray, what: str) -> xr.DataArray:
     return obj
 
 
+def _band_array(image: xr.DataArray | xr.Dataset) -> xr.DataArray:
+    """A Dataset of one variable per band (odc-stac style) stacked along ``band``, labelled
+    by variable name, as :func:`xsensei.cloudmask` reads it; a DataArray as it is."""
+    if not isinstance(image, xr.Dataset):
+        return image
+    from xsensei.band_metadata import band_variables
+
+    names = band_variables(image)
+    if not names:
+        raise InputError(
+            "the Dataset has no band variables (data variables with y/x dims); variables: "
+            f"{list(map(str, image.data_vars))}"
+        )
+    arrays = [image[name] for name in names]
+    return xr.concat(arrays, dim="band", coords="minimal", compat="override").assign_coords(
+        band=names
+    )
+
+
 def _band_dim(image: xr.DataArray, yx: tuple[str, str]) -> Hashable:
     extra = [d for d in image.dims if d not in yx]
     if len(extra) != 1:
@@ -174,7 +193,7 @@ def _pyplot() -> Any:
 
 
 def quicklook(
-    image: xr.DataArray,
+    image: xr.DataArray | xr.Dataset,
     mask: xr.DataArray,
     *,
     rgb: Sequence[Any] | None = None,
@@ -186,9 +205,11 @@ def quicklook(
 ) -> Axes:
     """Draw an RGB composite of ``image`` with ``mask`` overlaid, and a legend; return the Axes.
 
-    ``rgb`` names three bands (labels of the band coordinate, or positions when it has none);
-    by default the bands nearest 650/560/480 nm are used, from ``wavelengths_nm`` or from
-    wavelength coords, else ``common_name`` red/green/blue, else the first three. Each channel
+    ``image`` is a ``(band, y, x)`` DataArray or a Dataset of one variable per band (stacked in
+    variable order, the band labels being the variable names). ``rgb`` names three bands
+    (labels of the band coordinate, or positions when it has none); by default the bands
+    nearest 650/560/480 nm are used, from ``wavelengths_nm`` or from wavelength coords, else
+    ``common_name`` (or band labels) red/green/blue, else the first three. Each channel
     is stretched between the ``stretch`` percentiles. Thick cloud is drawn blue, thin cloud a
     lighter blue, shadow dark purple; clear and nodata stay transparent. Both inputs are
     subsampled to at most ``max_size`` pixels a side before anything is computed, so a lazy
@@ -197,7 +218,7 @@ def quicklook(
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Patch
 
-    image = _single_time(image, "image")
+    image = _single_time(_band_array(image), "image")
     mask = _single_time(mask, "mask")
     yx = spatial_dims(mask)
     if mask.dims != yx:
@@ -248,7 +269,7 @@ def quicklook(
 
 
 def save_quicklook(
-    image: xr.DataArray,
+    image: xr.DataArray | xr.Dataset,
     mask: xr.DataArray,
     path: str | os.PathLike[str],
     *,
