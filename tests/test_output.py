@@ -235,3 +235,101 @@ def test_transform_follows_a_sliced_template():
         model_version="1",
     )
     assert mask.rio.transform() == Affine(10.0, 0.0, 400030.0, 0.0, -10.0, 4499950.0)
+
+
+def _corner_template(transform, ny: int = 20, nx: int = 30, shift: float = 0.0) -> xr.DataArray:
+    """A (y, x) template whose coords are ``transform * (col + shift, row + shift)``, with the
+    transform in ``attrs["transform"]`` as stackstac records it (no GeoTransform written)."""
+    t = Affine(*list(transform)[:6])
+    return xr.DataArray(
+        np.zeros((ny, nx), np.float32),
+        dims=("y", "x"),
+        coords={
+            "y": t.f + t.e * (np.arange(ny) + shift),
+            "x": t.c + t.a * (np.arange(nx) + shift),
+        },
+        attrs={"transform": transform},
+    ).rio.write_crs("EPSG:32618")
+
+
+def _mask_on(template) -> xr.DataArray:
+    return wrap_output(
+        np.zeros(template.shape, np.uint8),
+        template,
+        kind="mask",
+        classes=FOUR,
+        model_name="m",
+        model_version="1",
+    )
+
+
+@pytest.mark.parametrize(
+    "transform", [TRANSFORM, tuple(TRANSFORM)[:6], list(TRANSFORM)], ids=["Affine", "6", "9"]
+)
+def test_topleft_coords_take_the_attrs_transform(transform):
+    """stackstac's default xy_coords='topleft': coords are corners of attrs['transform']."""
+    template = _corner_template(transform)
+    assert template.rio.transform().c == TRANSFORM.c - 5  # rioxarray alone: half a pixel off
+    mask = _mask_on(template)
+    assert mask.rio.transform() == TRANSFORM
+    np.testing.assert_array_equal(mask.x.values, template.x.values + 5.0)  # pixel centres
+    np.testing.assert_array_equal(mask.y.values, template.y.values - 5.0)
+    # a slice of the stack keeps the full stack's attrs: the slice's own origin
+    sliced = _mask_on(template.isel(y=slice(5, None), x=slice(7, None)))
+    assert sliced.rio.transform() == Affine(10.0, 0.0, 400030.0, 0.0, -10.0, 4499950.0)
+
+
+@pytest.mark.parametrize(
+    ("shift", "transform"),
+    [
+        (0.5, TRANSFORM),  # coords are the centres of attrs['transform']: nothing to change
+        (0.3, TRANSFORM),  # neither corners nor centres: the coords decide, as before
+        (0.0, Affine(20.0, 0.0, 399960.0, 0.0, -20.0, 4500000.0)),  # other pixel size
+        (0.0, Affine(10.0, 2.0, 399960.0, 0.0, -10.0, 4500000.0)),  # rotated
+        (0.0, "not an affine"),
+    ],
+)
+def test_attrs_transform_is_used_only_for_matching_corner_coords(shift, transform):
+    coords_grid = Affine(10.0, 0.0, 399960.0 + 10 * shift, 0.0, -10.0, 4500000.0 - 10 * shift)
+    template = _corner_template(TRANSFORM, shift=shift).assign_attrs(transform=transform)
+    mask = _mask_on(template)
+    np.testing.assert_array_equal(mask.x.values, template.x.values)
+    np.testing.assert_array_equal(mask.y.values, template.y.values)
+    expected = Affine.translation(-5.0, 5.0) @ coords_grid  # coords read as centres
+    assert mask.rio.transform().almost_equals(expected)
+
+
+@pytest.mark.parametrize("xy_coords", ["topleft", "center"])
+def test_real_stackstac_stack_gives_the_files_grid(tmp_path, xy_coords):
+    """A plain stackstac stack of a GeoTIFF: the mask and its COG sit on the file's grid."""
+    stackstac = pytest.importorskip("stackstac")
+    import rasterio
+
+    from xsensei.io.geotiff import to_cog
+
+    grid = Affine(30.0, 0.0, 500010.0, 0.0, -30.0, 5200010.0)
+    path = tmp_path / "red.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", height=8, width=10, count=1, dtype="uint16",
+        crs="EPSG:32633", transform=grid,
+    ) as dst:
+        dst.write(np.arange(80, dtype=np.uint16).reshape(1, 8, 10))
+    item = {
+        "type": "Feature", "stac_version": "1.0.0", "id": "a", "geometry": None,
+        "bbox": [15.0, 46.9, 15.01, 46.91], "links": [],
+        "properties": {"datetime": "2023-06-02T10:00:00Z"},
+        "assets": {"red": {"href": str(path), "type": "image/tiff", "proj:epsg": 32633,
+                           "proj:transform": list(grid)[:6], "proj:shape": [8, 10]}},
+    }
+    stack = stackstac.stack([item], xy_coords=xy_coords, snap_bounds=False)
+    assert tuple(stack.attrs["transform"])[:6] == tuple(grid)[:6]
+    np.testing.assert_array_equal(stack.values[0, 0], np.arange(80).reshape(8, 10))
+    mask = _mask_on(stack.isel(time=0, band=0, drop=True))
+    assert mask.rio.transform() == grid
+    if xy_coords == "center":  # unchanged: the stack's own coords
+        np.testing.assert_array_equal(mask.x.values, stack.x.values)
+    np.testing.assert_array_equal(mask.x.values, 500025.0 + 30.0 * np.arange(10))
+    np.testing.assert_array_equal(mask.y.values, 5199995.0 - 30.0 * np.arange(8))
+    with rasterio.open(to_cog(mask, tmp_path / "mask.tif")) as src:
+        assert src.transform == grid
+        assert src.crs.to_epsg() == 32633

@@ -197,6 +197,9 @@ def wrap_output(
     and, for ``kind="probability"``, a ``class`` dim right before ``y``. The CRS and transform
     are copied, nodata is explicit (255 for uint8 masks as a ``_FillValue`` attribute so
     ``.rio.nodata`` finds it, NaN for probabilities) and attributes are set from scratch.
+    A template whose coords are the top-left corners of its ``attrs["transform"]`` grid
+    (stackstac's default ``xy_coords="topleft"``) gives a mask on that transform, with
+    pixel-centre coords (half a pixel from the template's) as rioxarray expects.
 
     Note: plain ``xr.Dataset.to_zarr``/``to_netcdf`` turn a uint8 variable with a
     ``_FillValue`` into float on reading; :func:`xsensei.io.zarr.to_zarr` stores nodata as the
@@ -255,13 +258,23 @@ def wrap_output(
     out.attrs = attrs
     out.encoding = {}
 
+    corner_grid = _corner_grid(template, y_dim, x_dim)
+    if corner_grid is not None:
+        # coords name top-left corners (stackstac's default): give the mask pixel centres,
+        # which rioxarray (and so every writer) reads its transform from
+        out = out.assign_coords(
+            {
+                x_dim: out[x_dim].copy(data=out[x_dim].values + corner_grid.a / 2),
+                y_dim: out[y_dim].copy(data=out[y_dim].values + corner_grid.e / 2),
+            }
+        )
     if (y_dim, x_dim) != ("y", "x"):
         template = template.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
         out = out.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
     crs = template.rio.crs
     if crs is not None:
         out = out.rio.write_crs(crs)
-    transform = _template_transform(template)
+    transform = corner_grid if corner_grid is not None else _template_transform(template)
     if transform is not None:
         out = out.rio.write_transform(transform)
     if kind == "probability":
@@ -280,3 +293,43 @@ def _template_transform(template: xr.DataArray | xr.Dataset) -> Any:
             return template.rio.transform()
         except Exception:
             return None
+
+
+def _corner_grid(template: xr.DataArray | xr.Dataset, y_dim: str, x_dim: str) -> Any:
+    """The affine of the template's pixels when its coords are their top-left corners, else None.
+
+    stackstac (``xy_coords="topleft"``, its default) labels pixels by their top-left corners
+    and records the grid in ``attrs["transform"]``; rioxarray reads coords as pixel centres,
+    which would shift the mask half a pixel. Only an axis-aligned ``attrs["transform"]`` (an
+    Affine, or its 6 or 9 numbers) whose grid points are exactly the coords (``transform *
+    (col, row)`` for consecutive integers, to 1e-3 pixel; a slice of the stack is fine) counts;
+    coords that are its pixel centres, or anything else, give None: the coords decide as before.
+    """
+    from affine import Affine
+
+    raw = template.attrs.get("transform")
+    if raw is None or x_dim not in template.coords or y_dim not in template.coords:
+        return None
+    try:
+        if not isinstance(raw, Affine):
+            if len(raw) not in (6, 9):
+                return None
+            raw = Affine(*(float(v) for v in list(raw)[:6]))
+        x = np.asarray(template[x_dim].values, dtype=float)
+        y = np.asarray(template[y_dim].values, dtype=float)
+    except (TypeError, ValueError, KeyError):
+        return None
+    a, b, c, d, e, f = (float(v) for v in raw[:6])
+    if b != 0 or d != 0 or a == 0 or e == 0 or x.ndim != 1 or y.ndim != 1:
+        return None
+    if x.size == 0 or y.size == 0:
+        return None
+    cols, rows = (x - c) / a, (y - f) / e
+    col0, row0 = float(np.round(cols[0])), float(np.round(rows[0]))
+    tol = 1e-3
+    if not (
+        np.allclose(cols, col0 + np.arange(cols.size), rtol=0, atol=tol)
+        and np.allclose(rows, row0 + np.arange(rows.size), rtol=0, atol=tol)
+    ):
+        return None
+    return Affine(a, 0.0, c + a * col0, 0.0, e, f + e * row0)
