@@ -173,6 +173,42 @@ def test_percent_reflectance_error_suggests_scale_001(scene, pixelnet):
         mask.compute()
 
 
+@pytest.mark.parametrize("scale, offset", [(1e-4, 0.0), (1e-4, -0.1), (2.75e-5, -0.2)])
+def test_scale_applied_to_decoded_reflectance_is_refused(scene, pixelnet, scale, offset):
+    """stackstac rescale=True / rioxarray mask_and_scale=True data are reflectance already: a
+    second scale would make every pixel ~0 or negative, an all-clear mask without a word."""
+    mask = xsensei.cloudmask(scene.chunk({"y": 32}), model=pixelnet, scale=scale, offset=offset)
+    with pytest.raises(InputError, match=r"reflectance already.*applied twice.*scale=1"):
+        mask.compute()
+    # the same scale on the digital numbers it belongs to is fine, dark blocks included
+    dn = ((scene - offset) / scale).round().astype("float32")
+    dn[:, :32] = (0.001 - offset) / scale  # a very dark half (0.1 % reflectance)
+    ok = xsensei.cloudmask(dn.chunk({"y": 32}), model=pixelnet, scale=scale, offset=offset)
+    assert set(np.unique(ok.values)) <= {0, 1, 2, 3}
+
+
+def _landsat_l2_with_thermal(scene: xr.DataArray) -> xr.DataArray:
+    """Landsat C2 L2 digital numbers: SR bands (2.75e-5, -0.2) and ST_B10 (0.00341802, 149)."""
+    plain = scene.drop_vars(["center_wavelength", "full_width_half_max"])
+    sr = ((plain + 0.2) / 2.75e-5).round().astype("uint16")
+    kelvin = xr.full_like(plain.isel(band=0), 295.0) - 40 * (plain.sel(band="blue") > 0.3)
+    st = ((kelvin - 149.0) / 0.00341802).round().astype("uint16").expand_dims(band=["lwir11"])
+    stack = xr.concat([sr, st], "band")
+    return stack.assign_coords(band=["blue", "green", "red", "nir08", "swir16", "swir22",
+                                     "lwir11"])
+
+
+def test_thermal_band_left_as_dn_by_a_scalar_scale_is_refused(scene, pixelnet):
+    stack = _landsat_l2_with_thermal(scene)
+    good = stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet,
+                                  scale=[2.75e-5] * 6 + [0.00341802], offset=[-0.2] * 6 + [149.0])
+    assert set(np.unique(good.values)) <= {0, 1, 2, 3}
+    bad = stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet, scale=2.75e-5, offset=-0.2)
+    with pytest.raises(InputError, match=r"thermal band 'lwir11' looks like digital numbers"
+                                         r".*per-band scale= and offset="):
+        bad.compute()
+
+
 @pytest.mark.parametrize("n_bands", [1, 2])
 def test_fewer_than_three_bands(scene, pixelnet, n_bands):
     with pytest.raises(InputError, match=f"{n_bands} usable band.*at least 3"):

@@ -322,6 +322,57 @@ def test_resume_refuses_a_mask_made_with_other_inference_settings(
     np.testing.assert_array_equal(xr.open_zarr(store)["cloud_mask"].values, native.values)
 
 
+def test_resolution_refuses_degrees_and_non_square_pixels(pixelnet_ckpt, demo_desc) -> None:
+    """resolution= is metres and one factor for both axes: a grid in degrees (0.00027 deg ~
+    30 m would be "coarsened" 222,222x) or of 10 x 30 m pixels is refused, not guessed."""
+    scene = xsensei.demo_scene(64, seed=3)
+    kwargs = {"descriptors": demo_desc, "model": pixelnet_ckpt, "resolution": 60}
+    step = 0.00027
+    geo = scene.assign_coords(y=45.0 - step * (np.arange(64) + 0.5),
+                              x=11.0 + step * (np.arange(64) + 0.5)).rio.write_crs("EPSG:4326")
+    with pytest.raises(InputError, match=r"metres, but the grid's CRS \(EPSG:4326\) is in "
+                                         r"degrees.*reproject"):
+        xsensei.cloudmask(geo, **kwargs)
+    y0 = float(scene.y[0])
+    tall = scene.assign_coords(y=y0 - 30.0 * np.arange(64), x=scene.x.values[0] + 10.0 *
+                               np.arange(64))
+    with pytest.raises(InputError, match=r"square pixels, but they are 10 x 30"):
+        xsensei.cloudmask(tall, **kwargs)
+    assert xsensei.cloudmask(geo, descriptors=demo_desc, model=pixelnet_ckpt).shape == (64, 64)
+
+
+def test_resume_refuses_a_mask_of_other_scaling_or_wavelengths(
+    tmp_path: Path, pixelnet_ckpt, demo_desc
+) -> None:
+    """A corrected offset, nodata or band description makes another mask: resume refuses it
+    instead of keeping the chunks computed with the old one."""
+    from xsensei.io.zarr import ResumeMismatchError
+
+    scene = xsensei.demo_scene(128, seed=3)
+    dn = ((scene + 0.1) / 1e-4).round().astype("uint16").chunk({"y": 64, "x": 64})
+    kwargs = {"model": pixelnet_ckpt, "scale": 1e-4}
+    first = xsensei.cloudmask(dn, descriptors=demo_desc, offset=0.0, **kwargs)  # forgot -0.1
+    fixed = xsensei.cloudmask(dn, descriptors=demo_desc, offset=-0.1, **kwargs)
+    assert first.attrs["input_scaling"] == "scale 0.0001 offset 0 (explicit); nodata none"
+    assert fixed.attrs["input_scaling"] == "scale 0.0001 offset -0.1 (explicit); nodata none"
+    assert (first.values != fixed.values).any()
+    store = tmp_path / "mask.zarr"
+    xsensei.to_zarr(first, store, progress=False)
+    with pytest.raises(ResumeMismatchError, match="input_scaling: store has 'scale 0.0001 "
+                                                  "offset 0 "):
+        xsensei.to_zarr(fixed, store, resume=True, progress=False)
+    nodata = xsensei.cloudmask(dn, descriptors=demo_desc, offset=0.0, nodata=0, **kwargs)
+    with pytest.raises(ResumeMismatchError, match="input_scaling"):
+        xsensei.to_zarr(nodata, store, resume=True, progress=False)
+    shifted = np.asarray(demo_desc, dtype=float).copy()
+    shifted[3] += 20.0  # NIR described 20 nm off
+    moved = xsensei.cloudmask(dn, descriptors=shifted, offset=0.0, **kwargs)
+    with pytest.raises(ResumeMismatchError, match="input_wavelengths_nm: store has"):
+        xsensei.to_zarr(moved, store, resume=True, progress=False)
+    np.testing.assert_array_equal(xr.open_zarr(store)["cloud_mask"].values, first.values)
+    assert xsensei.to_zarr(first, store, resume=True, progress=False).chunks_skipped == 4
+
+
 def test_resolution_says_when_it_cannot_honour_the_request(deeplab_ckpt, demo_desc) -> None:
     """xsensei only coarsens, by whole pixels: a finer or off-multiple request warns with the
     pixel size the model actually runs at; an impossible one raises."""

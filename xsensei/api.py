@@ -29,6 +29,8 @@ MIN_BANDS = 3
 NUMPY_CHUNK = 2048
 #: Reflective values above this (robust max) mean the input is not 0-1 reflectance.
 MAX_REFLECTANCE = 5.0
+#: Above this normalised brightness temperature (~730 K) a thermal band holds DN, not BT.
+MAX_NORMALISED_BT = 5.0
 
 ModelArg = str | os.PathLike[str] | CloudMaskModel
 
@@ -127,21 +129,44 @@ class Preparer:
         # where a thermal band still has a value.
         values[:, ~np.isfinite(values[refl]).any(axis=0)] = np.nan
         check_block_scale(values, self.resolved)
+        if self.scale is not None and not self.scale.is_identity:
+            check_not_scaled_twice(block[refl], values[refl], self.scale)
         return values
 
 
-def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None:
-    """Refuse blocks that are clearly not 0-1 reflectance (DN or percent), with a hint."""
-    if resolved is not None:
-        refl = [k != "thermal" for k in resolved.kinds]
-        values = values[np.asarray(refl)]
+def _high(values: NDArray[Any]) -> float | None:
+    """99.5th percentile of the finite values (the max of a few), on a 1-in-16 sample of a
+    large block: the same verdict, ~10x less work. None when nothing is finite."""
     if values.shape[-1] * values.shape[-2] >= 1 << 16:
-        # a regular 1-in-16 sample: the same verdict on a large block, ~10x less work
         values = values[..., ::4, ::4]
     finite = values[np.isfinite(values)]
     if finite.size == 0:
+        return None
+    return float(np.percentile(finite, 99.5)) if finite.size > 64 else float(finite.max())
+
+
+def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None:
+    """Refuse blocks that are clearly not model units (reflectance as DN or percent, thermal
+    bands as DN), with a hint."""
+    if resolved is not None:
+        thermal = np.asarray(resolved.is_thermal, dtype=bool)
+        for i in np.flatnonzero(thermal):
+            high = _high(values[i])
+            if high is not None and high > MAX_NORMALISED_BT:
+                from xsensei.radiometry import DEFAULT_BT_RANGE_K
+
+                lo, hi = DEFAULT_BT_RANGE_K
+                kelvin = lo + high * (hi - lo)
+                raise InputError(
+                    f"thermal band {resolved.names[i]!r} looks like digital numbers (read as "
+                    f"~{kelvin:,.0f} K; brightness temperature is 180-340 K): a scalar scale= "
+                    "leaves thermal bands as they are, so pass per-band scale= and offset= "
+                    "(e.g. Landsat C2 L2 ST_B10: 0.00341802 and 149.0), or leave the band out"
+                )
+        values = values[~thermal]
+    high = _high(values)
+    if high is None:
         return
-    high = float(np.percentile(finite, 99.5)) if finite.size > 64 else float(finite.max())
     if MAX_REFLECTANCE < high <= 100.5:
         raise InputError(
             f"values look like reflectance in percent (99.5th percentile {high:.4g}); pass "
@@ -153,6 +178,25 @@ def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None
             f"values look like digital numbers or percent, not 0-1 reflectance (99.5th "
             f"percentile {high:.4g}); pass scale= and offset= (e.g. scale=0.0001 for "
             "Sentinel-2 L1C/L2A, scale=2.75e-05, offset=-0.2 for Landsat C2 L2) or convert first"
+        )
+
+
+def check_not_scaled_twice(raw: NDArray[Any], scaled: NDArray[np.float32], scale: Any) -> None:
+    """Refuse a scale applied to float data that are 0-1 reflectance already (stackstac
+    ``rescale=True``, rioxarray ``mask_and_scale=True``): the result would be ~0 or negative
+    everywhere, a silently all-clear mask. ``raw`` / ``scaled``: the reflective bands."""
+    if np.issubdtype(raw.dtype, np.integer):
+        return
+    raw_high, high = _high(np.abs(raw)), _high(scaled)
+    if raw_high is None or high is None or raw_high > 1.5:
+        return
+    finite = scaled[np.isfinite(scaled)]
+    if high < 0.002 or float(np.median(finite)) < -0.05:
+        raise InputError(
+            f"the input looks like 0-1 reflectance already (99.5th percentile {raw_high:.3g}), "
+            f"and the scale ({scale.source}) turns it into {high:.2g} at most (99.5th "
+            "percentile): it would be applied twice. Pass scale=1 (or drop the scale "
+            "metadata) for decoded reflectance"
         )
 
 
@@ -242,13 +286,29 @@ def _as_band_array(data: xr.DataArray | xr.Dataset, resolved: Any, band_dim: str
 
 
 def _native_resolution(arr: xr.DataArray, ydim: str, xdim: str) -> float | None:
+    """The grid's pixel size in metres for ``resolution=``; refuses degrees and pixels that
+    are not square (one factor serves both axes), which would coarsen by the wrong amount."""
     try:
-        res = abs(float(arr.rio.resolution()[0]))
-        return res if np.isfinite(res) and res > 0 else None
+        xres, yres = (abs(float(r)) for r in arr.rio.resolution())
     except Exception:
         if arr.sizes[xdim] > 1:
             return abs(float(arr[xdim][1] - arr[xdim][0]))
         return None
+    if not (np.isfinite(xres) and xres > 0):
+        return None
+    crs = arr.rio.crs
+    if crs is not None and crs.is_geographic:
+        raise InputError(
+            f"resolution= is a pixel size in metres, but the grid's CRS ({crs}) is in degrees "
+            f"(pixels of {xres:.3g} deg): reproject to a projected CRS first (e.g. "
+            "rio.reproject, or odc-stac / stackstac with a UTM epsg=), or leave resolution= out"
+        )
+    if np.isfinite(yres) and yres > 0 and abs(xres - yres) > 0.01 * max(xres, yres):
+        raise InputError(
+            f"resolution= needs square pixels, but they are {xres:g} x {yres:g} (x by y): "
+            "resample to square pixels first, or leave resolution= out"
+        )
+    return xres
 
 
 def coarsening_factor(resolution: float, native: float) -> int:
@@ -418,6 +478,9 @@ def cloudmask(
                          model_name=loaded.ref.name, model_version=loaded.ref.version)
     result.attrs["input_bands"] = " ".join(str(n) for n in resolved.names)  # what the model read
     result.attrs["inference"] = _inference_summary(spec, factor, precision, partial)
+    result.attrs["input_scaling"] = _scaling_summary(scale_spec, nodata)
+    result.attrs["input_wavelengths_nm"] = " ".join(
+        "-".join(f"{v:.1f}" for v in row) for row in np.asarray(resolved.wavelengths_nm))
     return result
 
 
@@ -428,6 +491,23 @@ def _inference_summary(spec: WindowSpec, factor: int, precision: str, partial: s
                else f"window {spec.size} overlap {spec.overlap} blend {spec.blend}")
     grid = "native grid" if factor == 1 else f"model grid {factor}x coarser"
     return f"{windows}; {grid}; precision {precision}; partial {partial}"
+
+
+def _scaling_summary(scale_spec: Any, nodata: float | None) -> str:
+    """How raw values became model units, as one readable attribute (also checked on
+    resume): a corrected scale, offset or nodata makes another mask."""
+    if scale_spec is None or scale_spec.is_identity:
+        scaling = "none (the values as given)"
+    else:
+        def one(values: NDArray[np.float64]) -> str:
+            return f"{values[0]:g}" if (values == values[0]).all() else \
+                "[" + " ".join(f"{v:g}" for v in values) + "]"
+
+        scaling = f"scale {one(scale_spec.scale)} offset {one(scale_spec.offset)}"
+        if scale_spec.thermal_units is not None and any(scale_spec.thermal_units):
+            scaling += " thermal " + " ".join(str(u) for u in scale_spec.thermal_units)
+        scaling += f" ({scale_spec.source})"
+    return f"{scaling}; nodata {'none' if nodata is None else f'{nodata:g}'}"
 
 
 def prepare_lazily(values: da.Array, prepare: Preparer) -> da.Array:

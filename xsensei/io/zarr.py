@@ -268,12 +268,14 @@ def _store_meta(mask: xr.DataArray, name: str, zchunks: tuple[int, ...]) -> dict
         # what else changes the mask (cloudmask's attrs); stores written before these keys
         # existed resume without their check
         "input_bands": str(mask.attrs.get("input_bands", "")),
+        "input_wavelengths_nm": str(mask.attrs.get("input_wavelengths_nm", "")),
+        "input_scaling": str(mask.attrs.get("input_scaling", "")),
         "inference": str(mask.attrs.get("inference", "")),
     }
 
 
 #: ``_store_meta`` keys that older stores may lack.
-_LATER_KEYS = frozenset({"input_bands", "inference"})
+_LATER_KEYS = frozenset({"input_bands", "input_wavelengths_nm", "input_scaling", "inference"})
 
 
 def _create_store(
