@@ -266,17 +266,27 @@ def _mask_on(template) -> xr.DataArray:
 @pytest.mark.parametrize(
     "transform", [TRANSFORM, tuple(TRANSFORM)[:6], list(TRANSFORM)], ids=["Affine", "6", "9"]
 )
-def test_topleft_coords_take_the_attrs_transform(transform):
-    """stackstac's default xy_coords='topleft': coords are corners of attrs['transform']."""
+def test_topleft_coords_keep_the_stack_coords_and_record_its_grid(transform, tmp_path):
+    """stackstac's default xy_coords='topleft': coords are corners of attrs['transform']. The
+    mask keeps them (it aligns with the stack), records the grid, and its COG sits on it."""
+    import rasterio
+
+    from xsensei.io.geotiff import to_cog
+
     template = _corner_template(transform)
     assert template.rio.transform().c == TRANSFORM.c - 5  # rioxarray alone: half a pixel off
     mask = _mask_on(template)
-    assert mask.rio.transform() == TRANSFORM
-    np.testing.assert_array_equal(mask.x.values, template.x.values + 5.0)  # pixel centres
-    np.testing.assert_array_equal(mask.y.values, template.y.values - 5.0)
+    np.testing.assert_array_equal(mask.x.values, template.x.values)
+    np.testing.assert_array_equal(mask.y.values, template.y.values)
+    assert xr.align(mask, template, join="exact")  # stack.where(mask == 0) lines up
+    assert Affine(*mask.attrs["transform"]) == TRANSFORM
+    with rasterio.open(to_cog(mask, tmp_path / "m.tif")) as src:
+        assert src.transform == TRANSFORM
+        assert "transform" not in src.tags()
     # a slice of the stack keeps the full stack's attrs: the slice's own origin
     sliced = _mask_on(template.isel(y=slice(5, None), x=slice(7, None)))
-    assert sliced.rio.transform() == Affine(10.0, 0.0, 400030.0, 0.0, -10.0, 4499950.0)
+    assert Affine(*sliced.attrs["transform"]) == Affine(10.0, 0.0, 400030.0, 0.0, -10.0,
+                                                        4499950.0)
 
 
 @pytest.mark.parametrize(
@@ -297,11 +307,13 @@ def test_attrs_transform_is_used_only_for_matching_corner_coords(shift, transfor
     np.testing.assert_array_equal(mask.y.values, template.y.values)
     expected = Affine.translation(-5.0, 5.0) @ coords_grid  # coords read as centres
     assert mask.rio.transform().almost_equals(expected)
+    assert "transform" not in mask.attrs
 
 
 @pytest.mark.parametrize("xy_coords", ["topleft", "center"])
 def test_real_stackstac_stack_gives_the_files_grid(tmp_path, xy_coords):
-    """A plain stackstac stack of a GeoTIFF: the mask and its COG sit on the file's grid."""
+    """A plain stackstac stack of a GeoTIFF: the mask keeps the stack's coords and its COG
+    sits on the file's grid."""
     stackstac = pytest.importorskip("stackstac")
     import rasterio
 
@@ -325,11 +337,10 @@ def test_real_stackstac_stack_gives_the_files_grid(tmp_path, xy_coords):
     assert tuple(stack.attrs["transform"])[:6] == tuple(grid)[:6]
     np.testing.assert_array_equal(stack.values[0, 0], np.arange(80).reshape(8, 10))
     mask = _mask_on(stack.isel(time=0, band=0, drop=True))
-    assert mask.rio.transform() == grid
-    if xy_coords == "center":  # unchanged: the stack's own coords
-        np.testing.assert_array_equal(mask.x.values, stack.x.values)
-    np.testing.assert_array_equal(mask.x.values, 500025.0 + 30.0 * np.arange(10))
-    np.testing.assert_array_equal(mask.y.values, 5199995.0 - 30.0 * np.arange(8))
+    np.testing.assert_array_equal(mask.x.values, stack.x.values)  # the stack's own coords
+    np.testing.assert_array_equal(mask.y.values, stack.y.values)
+    if xy_coords == "center":
+        assert mask.rio.transform() == grid
     with rasterio.open(to_cog(mask, tmp_path / "mask.tif")) as src:
         assert src.transform == grid
         assert src.crs.to_epsg() == 32633

@@ -198,8 +198,9 @@ def wrap_output(
     are copied, nodata is explicit (255 for uint8 masks as a ``_FillValue`` attribute so
     ``.rio.nodata`` finds it, NaN for probabilities) and attributes are set from scratch.
     A template whose coords are the top-left corners of its ``attrs["transform"]`` grid
-    (stackstac's default ``xy_coords="topleft"``) gives a mask on that transform, with
-    pixel-centre coords (half a pixel from the template's) as rioxarray expects.
+    (stackstac's default ``xy_coords="topleft"``) gives a mask with the same coords (it aligns
+    with the stack) and that ``attrs["transform"]``, which :func:`xsensei.to_cog` writes on;
+    rioxarray, which reads coords as pixel centres, sees both half a pixel off.
 
     Note: plain ``xr.Dataset.to_zarr``/``to_netcdf`` turn a uint8 variable with a
     ``_FillValue`` into float on reading; :func:`xsensei.io.zarr.to_zarr` stores nodata as the
@@ -258,29 +259,24 @@ def wrap_output(
     out.attrs = attrs
     out.encoding = {}
 
-    corner_grid = _corner_grid(template, y_dim, x_dim)
-    if corner_grid is not None:
-        # coords name top-left corners (stackstac's default): give the mask pixel centres,
-        # which rioxarray (and so every writer) reads its transform from
-        out = out.assign_coords(
-            {
-                x_dim: out[x_dim].copy(data=out[x_dim].values + corner_grid.a / 2),
-                y_dim: out[y_dim].copy(data=out[y_dim].values + corner_grid.e / 2),
-            }
-        )
+    corners = corner_grid(template, y_dim, x_dim)
     if (y_dim, x_dim) != ("y", "x"):
         template = template.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
         out = out.rio.set_spatial_dims(x_dim=x_dim, y_dim=y_dim)
     crs = template.rio.crs
     if crs is not None:
         out = out.rio.write_crs(crs)
-    transform = corner_grid if corner_grid is not None else _template_transform(template)
+    transform = corners if corners is not None else _template_transform(template)
     if transform is not None:
         out = out.rio.write_transform(transform)
     if kind == "probability":
         out = out.rio.write_nodata(np.nan, encoded=False)
     else:
         out = out.rio.write_nodata(NODATA, encoded=False)
+    if corners is not None:
+        # coords name top-left corners (stackstac's default): keep them, so the mask aligns
+        # with the stack, and record the true grid as stackstac does; to_cog writes on it
+        out.attrs["transform"] = tuple(corners)[:6]
     return out
 
 
@@ -295,7 +291,7 @@ def _template_transform(template: xr.DataArray | xr.Dataset) -> Any:
             return None
 
 
-def _corner_grid(template: xr.DataArray | xr.Dataset, y_dim: str, x_dim: str) -> Any:
+def corner_grid(template: xr.DataArray | xr.Dataset, y_dim: str, x_dim: str) -> Any:
     """The affine of the template's pixels when its coords are their top-left corners, else None.
 
     stackstac (``xy_coords="topleft"``, its default) labels pixels by their top-left corners

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from xsensei.engine.output import spatial_dims
+from xsensei.engine.output import corner_grid, spatial_dims
 from xsensei.errors import InputError
 
 __all__ = ["to_cog"]
@@ -68,12 +68,19 @@ def to_cog(mask: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool 
             "Set it with mask.rio.write_crs(...)"
         )
     out = mask.transpose(*extra, y_dim, x_dim)
+    corners = corner_grid(out, y_dim, x_dim)
+    if corners is not None:
+        # coords are pixel top-left corners (a stackstac xy_coords="topleft" stack's mask):
+        # GDAL takes pixel centres from rioxarray, so move them there for the file
+        out = out.assign_coords({x_dim: out[x_dim] + corners.a / 2,
+                                 y_dim: out[y_dim] + corners.e / 2})
 
     is_int = out.dtype.kind in "iub"
     nodata = out.rio.nodata
     if nodata is None:
         nodata = 255 if out.dtype == np.uint8 else (None if is_int else np.nan)
-    attrs: dict[str, Any] = {k: _tag(v) for k, v in out.attrs.items() if k != "_FillValue"}
+    attrs: dict[str, Any] = {k: _tag(v) for k, v in out.attrs.items()
+                             if k not in ("_FillValue", "transform")}
     if extra:
         # rioxarray turns a tuple long_name into band descriptions; keep the title as a tag
         labels = [_band_label(v) for v in out[extra[0]].values]
