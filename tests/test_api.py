@@ -187,6 +187,27 @@ def test_scale_applied_to_decoded_reflectance_is_refused(scene, pixelnet, scale,
     assert set(np.unique(ok.values)) <= {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("meta", ["raster:bands", "scale_factor/add_offset",
+                                  "sentinel-2 baseline"])
+def test_float_dn_with_unapplied_metadata_names_the_scale_to_pass(scene, pixelnet, meta):
+    """stackstac rescale=False / a cast to float: DN in float with scale metadata. Float data
+    are taken as decoded, so the error names the metadata's scale and offset; passing them
+    gives the reflectance mask."""
+    dn = ((scene + 0.1) / 1e-4).round().astype("float64")
+    if meta == "raster:bands":
+        dn = dn.assign_coords({"raster:bands": ("band", [{"scale": 1e-4, "offset": -0.1}] * 6)})
+    elif meta == "scale_factor/add_offset":
+        dn = dn.assign_attrs(scale_factor=1e-4, add_offset=-0.1)
+    else:
+        dn = dn.assign_attrs(processing_baseline="05.09")
+    with pytest.raises(InputError, match=r"scale metadata was not applied.*pass scale=0.0001, "
+                                         r"offset=-0.1 \(from "):
+        xsensei.cloudmask(dn.chunk({"y": 32}), model=pixelnet).compute()
+    fixed = xsensei.cloudmask(dn, model=pixelnet, scale=1e-4, offset=-0.1, output="probability")
+    refl = xsensei.cloudmask(scene, model=pixelnet, output="probability")
+    np.testing.assert_allclose(fixed.values, refl.values, atol=2e-3)  # DN rounding: 5e-5
+
+
 def _landsat_l2_with_thermal(scene: xr.DataArray) -> xr.DataArray:
     """Landsat C2 L2 digital numbers: SR bands (2.75e-5, -0.2) and ST_B10 (0.00341802, 149)."""
     plain = scene.drop_vars(["center_wavelength", "full_width_half_max"])

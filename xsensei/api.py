@@ -99,6 +99,7 @@ class Preparer:
     nodata: float | None = None
     scale: Any = None  # radiometry.ScaleSpec | None
     resolved: Any = None  # band_metadata.ResolvedBands | None
+    dn_hint: str | None = None  # the unapplied metadata scale, named if values look like DN
 
     def __post_init__(self) -> None:
         nodata = self.nodata
@@ -128,7 +129,7 @@ class Preparer:
         # A pixel with no reflective value (fill in every reflective band) is nodata, even
         # where a thermal band still has a value.
         values[:, ~np.isfinite(values[refl]).any(axis=0)] = np.nan
-        check_block_scale(values, self.resolved)
+        check_block_scale(values, self.resolved, self.dn_hint)
         if self.scale is not None and not self.scale.is_identity:
             check_not_scaled_twice(block[refl], values[refl], self.scale)
         return values
@@ -145,7 +146,8 @@ def _high(values: NDArray[Any]) -> float | None:
     return float(np.percentile(finite, 99.5)) if finite.size > 64 else float(finite.max())
 
 
-def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None:
+def check_block_scale(values: NDArray[np.float32], resolved: Any = None,
+                      dn_hint: str | None = None) -> None:
     """Refuse blocks that are clearly not model units (reflectance as DN or percent, thermal
     bands as DN), with a hint."""
     if resolved is not None:
@@ -174,6 +176,13 @@ def check_block_scale(values: NDArray[np.float32], resolved: Any = None) -> None
             "their scale= and offset=)"
         )
     if high > MAX_REFLECTANCE:
+        if dn_hint is not None:
+            raise InputError(
+                f"values look like digital numbers, not 0-1 reflectance (99.5th percentile "
+                f"{high:.4g}), and their scale metadata was not applied (float data are taken "
+                f"as decoded): pass {dn_hint}, or decode first (stackstac rescale=True, "
+                "rioxarray mask_and_scale=True)"
+            )
         raise InputError(
             f"values look like digital numbers or percent, not 0-1 reflectance (99.5th "
             f"percentile {high:.4g}); pass scale= and offset= (e.g. scale=0.0001 for "
@@ -416,7 +425,7 @@ def cloudmask(
 
     from xsensei.band_metadata import resolve_bands
     from xsensei.engine.output import wrap_output
-    from xsensei.radiometry import scale_from_metadata
+    from xsensei.radiometry import metadata_scale_hint, scale_from_metadata
 
     ydim, xdim = spatial_dims(data)
     resolved = resolve_bands(data, band_dim=band_dim, descriptors=descriptors, sensor=sensor)
@@ -450,7 +459,8 @@ def cloudmask(
         values = values[None]
 
     spec = window_spec(loaded, window, overlap, blend)
-    prepare = Preparer(nodata=nodata, scale=scale_spec, resolved=resolved)
+    hint = metadata_scale_hint(data, resolved) if scale_spec is None else None
+    prepare = Preparer(nodata=nodata, scale=scale_spec, resolved=resolved, dn_hint=hint)
     task = _task(loaded, resolved.wavelengths_nm, output, prepare, spec, **options)
 
     factor = 1

@@ -515,6 +515,32 @@ def scale_from_metadata(
     return None
 
 
+def metadata_scale_hint(obj: xr.DataArray | xr.Dataset, resolved: ResolvedBands) -> str | None:
+    """``"scale=..., offset=... (from <metadata>)"`` when ``obj`` carries scale metadata that
+    was not applied (float data are taken as decoded): the fix to name if its values turn out
+    to be digital numbers."""
+    n_in = _n_input_bands(obj, resolved)
+    for finder in (_raster_bands, _cf_scale, _sentinel2_scale):
+        try:
+            spec = finder(obj, resolved, n_in)
+        except InputError:
+            return None
+        if spec is not None:
+            break
+    else:
+        return None
+    refl = ~np.asarray(resolved.is_thermal, dtype=bool)
+    if not refl.any():
+        return None
+
+    def one(values: np.ndarray) -> str:
+        vals = values[refl]
+        return f"{vals[0]:g}" if (vals == vals[0]).all() else \
+            "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+    return f"scale={one(spec.scale)}, offset={one(spec.offset)} (from {spec.source})"
+
+
 # --------------------------------------------------------------------------------------------
 # checks (once, on a small sample at graph-build time)
 
