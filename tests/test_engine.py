@@ -141,6 +141,9 @@ def test_ramps_of_neighbouring_windows_sum_to_one(blend, size, overlap) -> None:
         ({"size": 32, "overlap": -1}, r"overlap must be in \[0, size\)"),
         ({"size": 32, "overlap": 8, "blend": "gauss"}, "blend must be"),
         ({"size": None, "blend": "nearest"}, "blend must be"),
+        ({"size": 300.7}, "window size must be a whole number of pixels, got 300.7"),
+        ({"size": 64, "overlap": 8.5}, "window overlap must be a whole number"),
+        ({"size": True}, "window size must be a whole number"),
     ],
 )
 def test_window_spec_validation(kwargs, match) -> None:

@@ -251,7 +251,7 @@ def cloudmask_numpy(
     blend: Blend = "cosine",
     **options: Any,
 ) -> NDArray[Any]:
-    """Mask a numpy ``(band, y, x)`` reflectance array; ``descriptors`` (N, 3) nm. Digital
+    """Mask a numpy ``(band, y, x)`` reflectance array; ``descriptors`` (N, 3) nm or um. Digital
     numbers need ``scale``/``offset``, read as for DataArrays
     (:func:`~xsensei.radiometry.explicit_scale`; no band names, so no mapping); ``nodata`` is in
     the input's units."""
@@ -264,6 +264,9 @@ def cloudmask_numpy(
             f"descriptors must be (N, 3) [min, centre, max] nm with N = {values.shape[0]} "
             f"bands, got shape {desc.shape}"
         )
+    from xsensei.band_metadata import descriptors_to_nm
+
+    desc = descriptors_to_nm(desc)
     loaded = resolve_model(model)
     keep = model_bands(desc, loaded)
     scale_spec = None

@@ -233,6 +233,15 @@ def _factor(centre: float, units: str | None, band: str, where: str) -> float:
     return factor
 
 
+def descriptors_to_nm(descriptors: np.ndarray) -> np.ndarray:
+    """An ``(N, 3)`` wavelength array in nm, each band read as nm or um by its centre (as
+    for DataArrays: below 100 it is micrometres)."""
+    desc = np.array(descriptors, dtype=np.float64)
+    for i, row in enumerate(desc):
+        desc[i] = row * _factor(float(row[1]), None, str(i), "descriptors=")
+    return desc
+
+
 def _default_fwhm(centre_nm: float) -> float:
     for upper, fwhm in DEFAULT_FWHM_NM:
         if centre_nm < upper:

@@ -26,6 +26,12 @@ class WindowSpec:
     blend: Blend = "cosine"
 
     def __post_init__(self) -> None:
+        for name in ("size", "overlap"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | np.integer)):
+                raise ValueError(f"window {name} must be a whole number of pixels, got "
+                                 f"{value!r}")
         if self.size is not None:
             if self.size < 8:
                 raise ValueError(f"window size must be >= 8 pixels, got {self.size}")
