@@ -152,6 +152,25 @@ def test_numpy_dn_with_scale_and_offset_match_reflectance(scene, pixelnet):
         xsensei.cloudmask(dn, DEMO_WAVELENGTHS_NM, model=pixelnet, scale=[1e-4] * 5)
 
 
+def test_nodata_written_encoded_and_per_variable_nodata_are_honoured(scene, pixelnet):
+    """rioxarray write_nodata(encoded=True) on integers, and an odc-stac-like Dataset whose
+    variables keep their own nodata (blue 0, the others 65535)."""
+    dn = ((scene + 0.1) / 1e-4).round().astype("uint16")
+    dn[:, 8:16] = 65535
+    kwargs = {"model": pixelnet, "scale": 1e-4, "offset": -0.1}
+    encoded = dn.rio.write_nodata(65535, encoded=True)
+    mask = xsensei.cloudmask(encoded, **kwargs).values
+    assert (mask[8:16] == 255).all() and (mask[16:] != 255).all()
+    ds = dn.drop_vars(["center_wavelength", "full_width_half_max"]).to_dataset(dim="band")
+    for name in ds.data_vars:
+        ds[name].attrs["nodata"] = 65535
+    ds["blue"].attrs["nodata"] = 0
+    ds["blue"][8:16] = 0
+    got = ds.sensei.cloudmask(sensor="landsat-8", **kwargs)
+    assert got.attrs["input_scaling"].endswith("nodata [0 65535 65535 65535 65535 65535]")
+    assert (got.values[8:16] == 255).all() and (got.values[16:] != 255).all()
+
+
 def test_numpy_descriptors_in_micrometres_as_for_dataarrays(scene, pixelnet):
     nm = xsensei.cloudmask(scene.values, DEMO_WAVELENGTHS_NM, model=pixelnet)
     um = xsensei.cloudmask(scene.values, DEMO_WAVELENGTHS_NM / 1000, model=pixelnet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -96,15 +97,17 @@ def window_spec(
 class Preparer:
     """Raw block -> float32 model units, NaN where missing. Runs inside every task."""
 
-    nodata: float | None = None
+    nodata: float | tuple[float, ...] | None = None  # a tuple: one per band (NaN: none)
     scale: Any = None  # radiometry.ScaleSpec | None
     resolved: Any = None  # band_metadata.ResolvedBands | None
     dn_hint: str | None = None  # the unapplied metadata scale, named if values look like DN
 
     def __post_init__(self) -> None:
         nodata = self.nodata
-        if nodata is not None and (isinstance(nodata, bool)
-                                   or not isinstance(nodata, int | float | np.number)):
+        values = nodata if isinstance(nodata, tuple) else (nodata,)
+        if nodata is not None and any(isinstance(v, bool)
+                                      or not isinstance(v, int | float | np.number)
+                                      for v in values):
             raise InputError(
                 f"nodata must be a number (the input's fill value, e.g. 0 or -9999) or None, "
                 f"got {nodata!r}"
@@ -112,7 +115,10 @@ class Preparer:
 
     def __call__(self, block: NDArray[Any]) -> NDArray[np.float32]:
         values = block.astype(np.float32, copy=True)
-        if self.nodata is not None and np.isfinite(self.nodata):
+        if isinstance(self.nodata, tuple):
+            per_band = np.asarray(self.nodata, dtype=np.float64).reshape(-1, 1, 1)
+            values[block == per_band] = np.nan
+        elif self.nodata is not None and np.isfinite(self.nodata):
             values[block == self.nodata] = np.nan
         values[~np.isfinite(values)] = np.nan
         # Exactly 0 in every reflective band is a fill border (Landsat, Sentinel-2), not ground.
@@ -452,7 +458,7 @@ def cloudmask(
             "offset=-0.2 for Landsat C2 L2), or convert to 0-1 reflectance first"
         )
     if nodata is None:
-        nodata = nodata_of(arr)
+        nodata = _input_nodata(data, arr, resolved)
 
     values = arr.data
     if not isinstance(values, da.Array):
@@ -506,7 +512,7 @@ def _inference_summary(spec: WindowSpec, factor: int, precision: str, partial: s
     return f"{windows}; {grid}; precision {precision}; partial {partial}"
 
 
-def _scaling_summary(scale_spec: Any, nodata: float | None) -> str:
+def _scaling_summary(scale_spec: Any, nodata: float | tuple[float, ...] | None) -> str:
     """How raw values became model units, as one readable attribute (also checked on
     resume): a corrected scale, offset or nodata makes another mask."""
     if scale_spec is None or scale_spec.is_identity:
@@ -520,7 +526,11 @@ def _scaling_summary(scale_spec: Any, nodata: float | None) -> str:
         if scale_spec.thermal_units is not None and any(scale_spec.thermal_units):
             scaling += " thermal " + " ".join(str(u) for u in scale_spec.thermal_units)
         scaling += f" ({scale_spec.source})"
-    return f"{scaling}; nodata {'none' if nodata is None else f'{nodata:g}'}"
+    if isinstance(nodata, tuple):
+        shown = "[" + " ".join("none" if np.isnan(v) else f"{v:g}" for v in nodata) + "]"
+    else:
+        shown = "none" if nodata is None else f"{nodata:g}"
+    return f"{scaling}; nodata {shown}"
 
 
 def prepare_lazily(values: da.Array, prepare: Preparer) -> da.Array:
@@ -540,11 +550,30 @@ def _valid_lazy(prepared: da.Array, partial: Partial) -> da.Array:
 
 
 def nodata_of(arr: xr.DataArray) -> float | None:
-    """The nodata value rioxarray knows (attrs or encoding), if any."""
-    try:
+    """The nodata value rioxarray knows (attrs or encoding), if any. Integer data written
+    with ``encoded=True`` still hold the encoded value, which is then the one to look for."""
+    value = None
+    with contextlib.suppress(Exception):  # rioxarray raises for NaN nodata on integers
         value = arr.rio.nodata
-    except Exception:
-        value = None
+    if value is None or (np.isnan(value) and np.issubdtype(arr.dtype, np.integer)):
+        with contextlib.suppress(Exception):
+            encoded = arr.rio.encoded_nodata
+            value = value if encoded is None else encoded
     if value is None:
         value = arr.attrs.get("nodata", arr.attrs.get("_FillValue"))
     return None if value is None else float(value)
+
+
+def _input_nodata(data: xr.DataArray | xr.Dataset, arr: xr.DataArray,
+                  resolved: Any) -> float | tuple[float, ...] | None:
+    """The input's nodata: one value, or one per band for a Dataset whose variables differ
+    (odc-stac keeps each asset's own)."""
+    if not isinstance(data, xr.Dataset):
+        return nodata_of(arr)
+    from xsensei.band_metadata import band_variables
+
+    names = band_variables(data)
+    values = [nodata_of(data[names[i]]) for i in resolved.indices]
+    if len(set(values)) <= 1:
+        return values[0] if values else None
+    return tuple(np.nan if v is None else v for v in values)
