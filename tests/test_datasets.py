@@ -16,7 +16,14 @@ from xsensei.descriptors import encode_wavelengths
 from xsensei.nn.model import CLASSES_2, CLASSES_3, CLASSES_4, CloudMaskModel
 from xsensei.sensors import get_sensor
 from xsensei.training.augment import Augment
-from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
+from xsensei.training.datasets import (
+    ANY_CLOUD_TARGET,
+    PatchDataset,
+    SyntheticDataset,
+    collate_patches,
+    segmentation_loss,
+    target_lut,
+)
 from xsensei.training.patches import Patch, PatchStore, build_store, make_metadata
 
 SIZE = 40
@@ -178,7 +185,33 @@ def test_targets_for_model_class_sets() -> None:
     assert target_lut(None)[labels].tolist() == [0, 1, 2, 3, 4, 255]
     assert target_lut(CLASSES_2)[labels].tolist() == [0, 1, 1, 0, 1, 255]
     assert target_lut(CLASSES_3)[labels].tolist() == [0, 1, 1, 2, 1, 255]
-    assert target_lut(CLASSES_4)[labels].tolist() == [0, 1, 2, 3, 255, 255]
+    assert target_lut(CLASSES_4)[labels].tolist() == [0, 1, 2, 3, ANY_CLOUD_TARGET, 255]
+
+
+def test_generic_cloud_label_scores_the_summed_cloud_probability() -> None:
+    """A 4-class model learns "some cloud" from a cloud label of unknown thickness:
+    -log(p(thick) + p(thin)); every other pixel is plain cross-entropy, 255 ignored."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 3, 3)
+    target = torch.randint(0, 4, (2, 3, 3))
+    target[0, 0, 0] = 255
+    assert torch.equal(segmentation_loss(logits, target, CLASSES_4),
+                       F.cross_entropy(logits, target, ignore_index=255))
+    target[1, 1, 1] = target[0, 2, 2] = ANY_CLOUD_TARGET
+    p = logits.softmax(1)
+    generic = -(torch.log(p[1, 1, 1, 1] + p[1, 2, 1, 1]) + torch.log(p[0, 1, 2, 2] + p[0, 2, 2, 2]))
+    plain = F.cross_entropy(logits, target.masked_fill(target == ANY_CLOUD_TARGET, 255),
+                            ignore_index=255, reduction="sum")
+    total = segmentation_loss(logits, target, CLASSES_4, reduction="sum")
+    torch.testing.assert_close(total, plain + generic)
+    torch.testing.assert_close(segmentation_loss(logits, target, CLASSES_4), total / 17)
+    # a confident thick-or-thin split costs nothing either way
+    sure = torch.full((1, 4, 1, 1), -20.0)
+    sure[0, 2] = 20.0
+    assert float(segmentation_loss(sure, torch.tensor([[[ANY_CLOUD_TARGET]]]), CLASSES_4)) < 1e-6
 
 
 def test_collated_batch_runs_sensei_with_the_band_mask(store: PatchStore) -> None:

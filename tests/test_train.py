@@ -68,6 +68,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     return train(tiny_config(), tmp_path_factory.mktemp("tiny") / "run", progress=False)
 
 
+def test_config_takes_one_store_as_a_string_and_paths_as_path_objects(tmp_path: Path) -> None:
+    assert tiny_config(patch_stores="l8.zarr").patch_stores == ("l8.zarr",)  # not 7 letters
+    cfg = tiny_config(patch_stores=[tmp_path / "a.zarr"], init_model=tmp_path / "m.safetensors")
+    assert cfg.patch_stores == (str(tmp_path / "a.zarr"),)
+    assert cfg.init_model == str(tmp_path / "m.safetensors")
+    cfg.to_json(tmp_path / "cfg.json")  # JSON-safe
+    assert TrainConfig.from_json(tmp_path / "cfg.json") == cfg
+
+
 def test_config_json_round_trip(tmp_path: Path) -> None:
     cfg = tiny_config(segmenter="deeplabv3plus", segmenter_kwargs={"encoder_output_stride": 16},
                       augment={"noise_sigma": 0.01}, synthetic={"tau_thin": 2.5},
@@ -295,6 +304,21 @@ def test_refuses_to_clobber(tmp_path: Path) -> None:
     assert sum(r["event"] == "start" for r in log) == 1  # the old log went with the old run
 
 
+def test_a_start_that_failed_before_its_first_step_does_not_block_the_fixed_rerun(
+    tmp_path: Path,
+) -> None:
+    """A typo in init_model is found after config.json is written; the corrected rerun must
+    start, not be told to resume a run that never trained."""
+    run = tmp_path / "run"
+    with pytest.raises(Exception, match="fastt"):
+        train(tiny_config(steps=1, val_scenes=1, init_model="fastt"), run, progress=False)
+    assert (run / "config.json").is_file()
+    result = train(tiny_config(steps=1, eval_every=100, val_scenes=1), run, progress=False)
+    assert result.step == 1
+    with pytest.raises(FileExistsError, match="resume"):  # a run that trained is kept
+        train(tiny_config(steps=1, eval_every=100, val_scenes=1), run, progress=False)
+
+
 def test_time_budget_stops_with_checkpoint(tmp_path: Path) -> None:
     cfg = tiny_config(steps=10_000, time_budget_s=0.1, eval_every=10_000, val_scenes=1)
     result = train(cfg, tmp_path / "run", progress=False)
@@ -360,11 +384,51 @@ def test_real_patches_mix_in_without_held_out_sensors(tmp_path: Path) -> None:
     store = build_store(tmp_path / "real.zarr", patches)
     cfg = tiny_config(steps=6, eval_every=100, val_scenes=1, patch_stores=(str(store.path),),
                       real_fraction=0.5)
-    result = train(cfg, tmp_path / "run", progress=False)
+    with pytest.warns(UserWarning, match=r"2 of 4 patches are from held-out sensors "
+                                         r"\(L7, LANDSAT_7\) and are left out"):
+        result = train(cfg, tmp_path / "run", progress=False)
     real = {k: v for k, v in result.bandset_sources.items() if k.startswith("real:")}
     assert set(real) == {"real:landsat-8"} and sum(real.values()) >= 3
+    from xsensei.weights.checkpoint import read_metadata
+
+    data = read_metadata(result.last_path)["provenance"]["data"]
+    assert data.endswith(f"plus real labelled patches (50%) from {store.path} (2 patches)")
+    only_l7 = build_store(tmp_path / "l7.zarr", patches[1::2])
+    with pytest.raises(ValueError, match=r"all 2 patches are from held-out sensors.*"
+                                         r"remove them from holdout_sensors"):
+        train(cfg.replace(patch_stores=(str(only_l7.path),)), tmp_path / "run7",
+              progress=False)
     with pytest.raises(KeyError, match="landsat-77"):
         tiny_config(holdout_sensors=("landsat-77",))
+
+
+def test_generic_cloud_labels_teach_a_four_class_model_cloud(tmp_path: Path) -> None:
+    """Labels "cloud" (thick or thin unknown), as most real label sets have: a 4-class model
+    trained on them alone calls the cloud pixels cloud (it used to ignore them and learn
+    clear everywhere)."""
+    from xsensei.training.patches import Patch, build_store, make_metadata
+    from xsensei.training.synthetic import sensor_bandset
+
+    rng = np.random.default_rng(0)
+    nm = np.asarray(sensor_bandset("landsat-8").wavelengths_nm)[1:7]
+    label = np.zeros((36, 36), np.uint8)
+    label[:, 18:] = 4  # cloud, thickness unknown
+    patches = []
+    for i in range(4):
+        image = rng.uniform(0.02, 0.12, (6, 36, 36)).astype(np.float32)
+        image[:, :, 18:] += 0.6  # bright cloud
+        patches.append(Patch(image, label, nm, make_metadata(sensor="landsat-8",
+                                                              scene_id=str(i))))
+    store = build_store(tmp_path / "cloud.zarr", patches)
+    cfg = tiny_config(steps=60, eval_every=100, val_scenes=1, patch_stores=(str(store.path),),
+                      real_fraction=1.0)
+    result = train(cfg, tmp_path / "run", progress=False)
+    import xsensei
+
+    prob = xsensei.cloudmask(patches[0].image, nm, model=str(result.last_path),
+                             output="probability")
+    cloudy = prob[1] + prob[2]  # thick + thin
+    assert cloudy[:, 20:].mean() > 0.8 and cloudy[:, :16].mean() < 0.2
 
 
 def test_init_model_fine_tunes_a_whole_checkpoint(tmp_path: Path) -> None:

@@ -27,18 +27,24 @@ from xsensei.descriptors import encode_wavelengths
 from xsensei.training.augment import Augment
 from xsensei.training.patches import LABEL_VALUES, NODATA_LABEL, SCHEME_FULL, PatchStore
 
-__all__ = ["PatchDataset", "SyntheticDataset", "collate_patches", "target_lut"]
+__all__ = ["ANY_CLOUD_TARGET", "PatchDataset", "SyntheticDataset", "collate_patches",
+           "segmentation_loss", "target_lut"]
 
 Sample = dict[str, Any]
+
+
+#: Training target of a generic "cloud" label for a model with thick and thin cloud classes:
+#: the loss is ``-log(p(thick) + p(thin))`` there (:func:`segmentation_loss`).
+ANY_CLOUD_TARGET = 254
 
 
 def target_lut(classes: Sequence[str] | None) -> NDArray[np.int64]:
     """Store label value -> training class index (255 = ignore), for a model's ``classes``.
 
     With thin and thick cloud merged into ``cloud`` (2 / 3 classes) every cloud label is cloud;
-    without a ``cloud_shadow`` class shadow counts as clear (the paper's 2-class setting). A
-    4-class model cannot learn from generic "cloud" labels (thick or thin unknown): those
-    pixels are ignored. ``None`` keeps store values.
+    without a ``cloud_shadow`` class shadow counts as clear (the paper's 2-class setting). For
+    a 4-class model a generic "cloud" label (thick or thin unknown) becomes
+    :data:`ANY_CLOUD_TARGET`: it teaches "some cloud class". ``None`` keeps store values.
     """
     lut = np.full(256, NODATA_LABEL, dtype=np.int64)
     if classes is None:
@@ -56,8 +62,30 @@ def target_lut(classes: Sequence[str] | None) -> NDArray[np.int64]:
             raise ValueError(f"classes {classes} have no class for {name!r} labels")
         lut[LABEL_VALUES[name]] = target
     lut[LABEL_VALUES["cloud_shadow"]] = idx.get("cloud_shadow", idx["clear"])
-    lut[LABEL_VALUES["cloud"]] = idx.get("cloud", NODATA_LABEL)
+    lut[LABEL_VALUES["cloud"]] = idx.get("cloud", ANY_CLOUD_TARGET)
     return lut
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, classes: Sequence[str],
+                      reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over ``classes``, 255 ignored; pixels whose target is
+    :data:`ANY_CLOUD_TARGET` score ``-log`` of the summed cloud-class probabilities. Without
+    such pixels it is exactly ``F.cross_entropy``."""
+    import torch.nn.functional as F
+
+    from xsensei.nn.model import CLOUD_CLASSES
+
+    any_cloud = target == ANY_CLOUD_TARGET
+    if not bool(any_cloud.any()):
+        return F.cross_entropy(logits, target, ignore_index=NODATA_LABEL, reduction=reduction)
+    cloud = [i for i, c in enumerate(classes) if c in CLOUD_CLASSES]
+    logp = F.log_softmax(logits, dim=1)
+    plain = target.masked_fill(any_cloud, NODATA_LABEL)
+    total = F.nll_loss(logp, plain, ignore_index=NODATA_LABEL, reduction="sum")
+    total = total - torch.logsumexp(logp[:, cloud], dim=1)[any_cloud].sum()
+    if reduction == "sum":
+        return total
+    return total / ((plain != NODATA_LABEL).sum() + any_cloud.sum()).clamp(min=1)
 
 
 def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -49,12 +49,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from xsensei._hardware import describe_hardware
+from xsensei._warnings import warn_user
 from xsensei.engine.dask import cloud_first_class
 from xsensei.nn.model import (
     CLASS_FLAG_VALUES,
@@ -66,7 +66,13 @@ from xsensei.nn.model import (
 from xsensei.training._config import JsonConfig, tuplify
 from xsensei.training.augment import Augment
 from xsensei.training.averaging import WeightAverage
-from xsensei.training.datasets import PatchDataset, SyntheticDataset, collate_patches, target_lut
+from xsensei.training.datasets import (
+    PatchDataset,
+    SyntheticDataset,
+    collate_patches,
+    segmentation_loss,
+    target_lut,
+)
 from xsensei.training.distill import distillation_loss, load_teacher, teacher_logits
 from xsensei.training.metrics import ConfusionMatrix, json_safe
 from xsensei.training.patches import NODATA_LABEL
@@ -241,6 +247,15 @@ class TrainConfig(JsonConfig):
     def __post_init__(self) -> None:
         from xsensei.nn.segmenters import SEGMENTERS
 
+        # paths as users write them: one store as a str or Path, Path objects anywhere
+        stores = self.patch_stores
+        if isinstance(stores, str | os.PathLike):
+            stores = (stores,)
+        object.__setattr__(self, "patch_stores", tuple(os.fspath(p) for p in stores))
+        for name in ("init_sensei", "init_model", "distill_from"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
         for name in ("classes", "bands", "random_bands", "holdout_sensors", "val_sensors",
                      "patch_stores", "train_only"):
             object.__setattr__(self, name, tuplify(getattr(self, name)))
@@ -647,8 +662,8 @@ def validate(model: CloudMaskModel, valsets: Sequence[ValSet], *, batch: int = 8
                 target = lut[truth.long()]
                 valid = int((target != NODATA_LABEL).sum())
                 if valid:
-                    loss_sum += float(F.cross_entropy(
-                        logits, target, ignore_index=NODATA_LABEL, reduction="sum"))
+                    loss_sum += float(segmentation_loss(logits, target, model.classes,
+                                                        reduction="sum"))
                     loss_n += valid
         groups.setdefault(vs.group, ConfusionMatrix()).merge(cm)
         sensors[vs.sensor] = cm.scores()
@@ -843,6 +858,23 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _took_a_step(out: Path) -> bool:
+    """Whether the run in ``out`` ever trained: a checkpoint, or a step in its log."""
+    if any((out / n).exists() for n in RUN_FILES if n not in ("config.json", "log.jsonl")):
+        return True
+    log = out / "log.jsonl"
+    if not log.is_file():
+        return False
+    with log.open() as lines:
+        for line in lines:
+            try:
+                if json.loads(line).get("event") == "step":
+                    return True
+            except (json.JSONDecodeError, AttributeError):
+                return True  # not a log we wrote: keep it
+    return False
+
+
 def _prepare_dir(out: Path, config: TrainConfig, resume: bool, overwrite: bool
                  ) -> TrainConfig:
     """Refuse to clobber a run; on resume, check the stored config is compatible."""
@@ -864,6 +896,11 @@ def _prepare_dir(out: Path, config: TrainConfig, resume: bool, overwrite: bool
             )
         config.to_json(stored)  # a later --resume without --config picks the new run control
         return config
+    if not _took_a_step(out):
+        # a start that failed before its first step (a bad store path, init_model, crop...)
+        # left only its config and log; nothing was learnt, so a corrected rerun may start
+        for n in ("config.json", "log.jsonl"):
+            (out / n).unlink(missing_ok=True)
     existing = [n for n in RUN_FILES if (out / n).exists()]
     if existing:
         if not overwrite:
@@ -1007,8 +1044,18 @@ def _training_data(config: TrainConfig) -> TrainingData:
     for path in config.patch_stores:
         ds = PatchDataset(path, crop=config.crop, bands=config.bands, augment=augment,
                           classes=config.classes, seed=config.seed)
-        keep = [i for i in ds.indices
-                if _sensor_key(str(ds.store.metadata(i).get("sensor") or "")) not in held]
+        sensors = {i: str(ds.store.metadata(i).get("sensor") or "") for i in ds.indices}
+        keep = [i for i in ds.indices if _sensor_key(sensors[i]) not in held]
+        dropped = sorted({sensors[i] for i in ds.indices if i not in set(keep)})
+        if ds.indices and not keep:
+            raise ValueError(
+                f"patch store {path}: all {len(ds.indices)} patches are from held-out sensors "
+                f"({', '.join(dropped)}); remove them from holdout_sensors to train on them"
+            )
+        if dropped:
+            warn_user(f"patch store {path}: {len(ds.indices) - len(keep)} of "
+                      f"{len(ds.indices)} patches are from held-out sensors "
+                      f"({', '.join(dropped)}) and are left out")
         ds.indices = keep
         real.append(ds)
     return TrainingData(synthetic, real, config.real_fraction, config.seed)
@@ -1156,7 +1203,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
         log.flush()
 
     def provenance(at_step: int) -> dict[str, Any]:
-        stores = ", ".join(config.patch_stores)
+        stores = ", ".join(f"{path} ({len(ds)} patches)"
+                           for path, ds in zip(config.patch_stores, data.real, strict=True))
         data_desc = ("synthetic scenes from xsensei.training.synthetic (physically based, no "
                      "real imagery)")
         if stores:
@@ -1262,7 +1310,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, overwrite: bool, progre
             target = batch["label"].to(device)
             with _autocast(device, precision):
                 logits = model(values, desc, mask)
-            loss = F.cross_entropy(logits.float(), target, ignore_index=NODATA_LABEL)
+            loss = segmentation_loss(logits.float(), target, model.classes)
             if teacher is not None:
                 with _autocast(device, precision):
                     guide = teacher_logits(teacher, values, desc, mask)
