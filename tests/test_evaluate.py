@@ -230,3 +230,10 @@ def test_command_line_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     rows = json.loads(out.read_text())
     assert [r["source"] for r in rows] == [str(UKIS), str(CLOUD38)]
     assert rows[0]["bands"] == ["S2_B04", "S2_B03", "S2_B02"]
+    before = out.read_bytes()
+    again = ["evaluate", str(UKIS), "--model", "threshold", "--json", str(out)]
+    with pytest.raises(FileExistsError, match="--overwrite"):  # refused before evaluating
+        args.func(parser.parse_args(again))
+    assert out.read_bytes() == before
+    assert args.func(parser.parse_args([*again, "--overwrite"])) == 0
+    assert [r["source"] for r in json.loads(out.read_text())] == [str(UKIS)]

@@ -234,6 +234,14 @@ def test_store_round_trip_with_variable_band_counts(stac_patches: list[Patch], t
         build_store(tmp_path / "p.zarr", stac_patches)
     attrs = json.loads((tmp_path / "p.zarr" / "zarr.json").read_text())["attributes"]
     assert attrs["format"] == "xsensei-patches" and attrs["patch_size"] == [PATCH, PATCH]
+    assert len(build_store(tmp_path / "p.zarr", stac_patches[:3], overwrite=True)) == 3
+    # overwrite replaces a patch store, never a folder of something else
+    folder = tmp_path / "scenes"
+    (folder / "labels").mkdir(parents=True)
+    (folder / "scene_B04.tif").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="not an xsensei patch store"):
+        build_store(folder, stac_patches[:1], overwrite=True)
+    assert (folder / "scene_B04.tif").read_bytes() == b"mine" and (folder / "labels").is_dir()
 
 
 def test_xarray_cube_builder_uses_the_inference_metadata_path(tmp_path) -> None:
@@ -286,11 +294,19 @@ def test_paper_directories_round_trip(stac_patches: list[Patch], tmp_path) -> No
     assert meta["spacecraft_id"] == "landsat-8" and meta["bands"][0] == "B1"
     back = list(patches_from_paper_dirs(tmp_path / "paper"))
     assert len(back) == 4
+    with pytest.raises(FileExistsError, match="already holds 4 patch_"):
+        export_paper_dirs(stac_patches[14:16], tmp_path / "paper")
+    export_paper_dirs(stac_patches[14:16], tmp_path / "smaller", overwrite=True)
+    assert len(list(patches_from_paper_dirs(tmp_path / "paper"))) == 4  # untouched
     for a, b in zip(stac_patches[14:18], back, strict=True):
         _assert_same(a, b)
     # paper dirs -> store -> identical again
     store = build_store(tmp_path / "from-paper.zarr", patches_from_paper_dirs(tmp_path / "paper"))
     for a, b in zip(stac_patches[14:18], store, strict=True):
+        _assert_same(a, b)
+    export_paper_dirs(stac_patches[20:22], tmp_path / "paper", overwrite=True)
+    for a, b in zip(stac_patches[20:22], patches_from_paper_dirs(tmp_path / "paper"),
+                    strict=True):  # 2 patches, none of the 4 old ones left over
         _assert_same(a, b)
 
 

@@ -469,6 +469,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if args.device != "auto":
         kwargs["device"] = args.device
+    if args.json_path:  # before the (long) evaluation, not after it
+        target = Path(args.json_path)
+        if target.exists() and not args.overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+        if not target.parent.is_dir():
+            raise FileExistsError(f"{target.parent} does not exist; create it first")
     results = [evaluate_source(s, args.model, args.bands, **kwargs) for s in args.sources]
     print(f"model: {results[0]['model']}" if results else "no sources")
     if _model_trained(args.model) is False:
@@ -476,6 +482,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               "masking quality", file=sys.stderr)
     print(format_table(results))
     for r in results:
+        if r.get("unscored"):
+            print(f"{Path(str(r['source'])).name}: {r['unscored']} labelled pixels not scored "
+                  "(the model's output is nodata there)")
         b = r.get("boundary")
         if b and b["errors_in_band"] == b["errors_in_band"]:  # NaN when there is no error
             print(f"{Path(str(r['source'])).name}: {_fmt(b['errors_in_band'])} % of the errors "
@@ -504,5 +513,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--bands", default=None,
                    help="keep only these bands: names or common names, e.g. red,green,blue")
     p.add_argument("--json", dest="json_path", default=None, help="also write results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -243,6 +244,16 @@ class Patch:
 # the zarr store
 
 
+def _is_patch_store(path: Path) -> bool:
+    """Whether ``path`` holds a store :meth:`PatchStore.create` wrote (its format attr)."""
+    import zarr
+
+    try:
+        return zarr.open_group(str(path), mode="r").attrs.get("format") == FORMAT
+    except Exception:
+        return False
+
+
 class PatchStore:
     """A zarr v3 patch store (layout in the module docstring). Open with ``mode="r"``/``"r+"``."""
 
@@ -294,6 +305,11 @@ class PatchStore:
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        if path.exists() and not _is_patch_store(path):
+            raise FileExistsError(
+                f"{path} exists and is not an xsensei patch store; overwrite=True replaces "
+                "only a patch store: choose a new path or remove it yourself"
+            )
         h, w = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
         group = zarr.open_group(str(path), mode="w")
         group.attrs.update(
@@ -1028,8 +1044,24 @@ def write_paper_dir(patch: Patch, directory: str | os.PathLike[str]) -> Path:
 
 
 def export_paper_dirs(
-    patches: Iterable[Patch] | PatchStore, root: str | os.PathLike[str]
+    patches: Iterable[Patch] | PatchStore, root: str | os.PathLike[str], *,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Write every patch to ``root/patch_000000`` ... in the paper's format."""
+    """Write every patch to ``root/patch_000000`` ... in the paper's format.
+
+    A ``root`` that already holds ``patch_*`` folders is refused (a smaller export over a
+    larger one would read back with stale patches); ``overwrite=True`` removes them first.
+    """
     root = Path(root)
+    old = sorted(root.glob("patch_*")) if root.is_dir() else []
+    if old and not overwrite:
+        raise FileExistsError(
+            f"{root} already holds {len(old)} patch_* folder(s); pass overwrite=True to "
+            "replace them, or export to a new folder"
+        )
+    for folder in old:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink()
     return [write_paper_dir(p, root / f"patch_{i:06d}") for i, p in enumerate(patches)]
