@@ -282,6 +282,36 @@ def test_xarray_cube_builder_uses_the_inference_metadata_path(tmp_path) -> None:
         list(patches_from_xarray(image, label, patch_size=160, label_map={0: 0}))
 
 
+def test_xarray_labels_follow_the_image_grid_and_images_must_be_reflectance() -> None:
+    """A label read as (1, y, x), stored (x, y), or with y ascending lands on the image's
+    pixels; a label on another grid, DN without a scale or a scale applied twice are refused."""
+    rng = np.random.default_rng(1)
+    y = 5_000_000.0 - 30.0 * np.arange(40)
+    x = 500_000.0 + 30.0 * np.arange(40)
+    image = xr.DataArray(rng.uniform(0.02, 0.5, (4, 40, 40)).astype(np.float32),
+                         dims=("band", "y", "x"), coords={"band": ["B2", "B3", "B4", "B5"],
+                                                          "y": y, "x": x})
+    truth = rng.integers(0, 2, (40, 40)).astype(np.uint8)
+    label = xr.DataArray(truth, dims=("y", "x"), coords={"y": y, "x": x})
+    kw = {"patch_size": 40, "sensor": "landsat-8", "label_map": {0: "clear", 1: "cloud"}}
+
+    def stored(lab: xr.DataArray) -> np.ndarray:
+        (patch,) = patches_from_xarray(image, lab, **kw)
+        return patch.label
+
+    want = np.where(truth == 1, 4, 0)
+    np.testing.assert_array_equal(stored(label), want)
+    np.testing.assert_array_equal(stored(label.expand_dims(band=[1])), want)  # open_rasterio
+    np.testing.assert_array_equal(stored(label.transpose("x", "y")), want)
+    np.testing.assert_array_equal(stored(label.isel(y=slice(None, None, -1))), want)
+    with pytest.raises(ValueError, match=r"label's 'x' coords .* are not the image's 'x'"):
+        stored(label.assign_coords(x=x + 300.0))  # 10 px east
+    with pytest.raises(ValueError, match="digital numbers"):
+        list(patches_from_xarray((image * 10000).round(), label, **kw))  # float DN, no scale
+    with pytest.raises(ValueError, match="reflectance already.*applied twice"):
+        list(patches_from_xarray(image, label, scale=1e-4, **kw))
+
+
 def test_paper_directories_round_trip(stac_patches: list[Patch], tmp_path) -> None:
     dirs = export_paper_dirs(stac_patches[14:18], tmp_path / "paper")
     d = dirs[0]

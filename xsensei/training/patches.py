@@ -47,6 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xsensei.band_metadata import THERMAL_CENTRE_NM
+from xsensei.errors import InputError
 
 if TYPE_CHECKING:
     import pystac
@@ -543,6 +544,41 @@ def _sensor_attr(arr: xr.DataArray) -> str | None:
     return None
 
 
+def _label_on_grid(label: xr.DataArray, image: xr.DataArray, ydim: str, xdim: str
+                   ) -> NDArray[Any]:
+    """The label's values in the image's (y, x) order: a size-1 band dim squeezed (as
+    ``rioxarray.open_rasterio`` reads a label file), dims transposed, and an axis whose coords
+    run the other way flipped; coords that are on another grid are refused."""
+    from xsensei.engine.output import spatial_dims
+
+    extra = [d for d in label.dims if label.sizes[d] == 1 and d not in (ydim, xdim)]
+    label = label.squeeze(extra, drop=True) if extra else label
+    try:
+        ly, lx = spatial_dims(label)
+    except InputError:  # unnamed dims (dim_0, dim_1): taken as (y, x), as a numpy array is
+        return np.asarray(label.values)
+    label = label.transpose(ly, lx)
+    for ldim, idim in ((ly, ydim), (lx, xdim)):
+        if ldim not in label.coords or idim not in image.coords:
+            continue
+        have = np.asarray(label[ldim].values, dtype=np.float64)
+        want = np.asarray(image[idim].values, dtype=np.float64)
+        if have.shape != want.shape:
+            break  # the shape check names it
+        step = abs(float(want[1] - want[0])) if want.size > 1 else 1.0
+        if np.allclose(have, want, rtol=0, atol=1e-3 * step):
+            continue
+        if np.allclose(have[::-1], want, rtol=0, atol=1e-3 * step):
+            label = label.isel({ldim: slice(None, None, -1)})
+            continue
+        raise ValueError(
+            f"the label's {ldim!r} coords ({have[0]:g} .. {have[-1]:g}) are not the image's "
+            f"{idim!r} coords ({want[0]:g} .. {want[-1]:g}): put the label on the image's grid "
+            "first (e.g. label.rio.reproject_match(image))"
+        )
+    return np.asarray(label.values)
+
+
 def patches_from_xarray(
     image: xr.DataArray,
     label: xr.DataArray | NDArray[Any],
@@ -570,16 +606,19 @@ def patches_from_xarray(
     Wavelengths come from :func:`~xsensei.band_metadata.resolve_bands` (``descriptors=``,
     coords, attrs, or band names + ``sensor``) and values are converted to model units exactly
     as :func:`xsensei.cloudmask` does (``scale``/``offset`` or STAC / CF metadata; thermal bands
-    to normalised BT). Labels are store values unless ``label_map`` maps source values. Pixels
+    to normalised BT), and refused as it refuses them (DN without a scale, percent, a scale
+    applied twice). A label DataArray is read in the image's ``(y, x)`` order (a size-1 band
+    dim squeezed, dims transposed, an axis with reversed coords flipped) and must lie on the
+    image's grid. Labels are store values unless ``label_map`` maps source values. Pixels
     where ``invalid`` (``"any"`` / ``"all"``) bands are missing become 255. Patches whose
     labelled fraction is below ``min_labelled`` are skipped.
     """
     import xarray as xr
 
-    from xsensei.api import nodata_of
+    from xsensei.api import check_block_scale, check_not_scaled_twice, nodata_of
     from xsensei.band_metadata import find_band_dim, resolve_bands
     from xsensei.engine.output import spatial_dims
-    from xsensei.radiometry import scale_from_metadata, to_model_units
+    from xsensei.radiometry import metadata_scale_hint, scale_from_metadata, to_model_units
 
     ydim, xdim = spatial_dims(image)
     resolved = resolve_bands(image, band_dim=band_dim, descriptors=descriptors, sensor=sensor)
@@ -594,7 +633,8 @@ def patches_from_xarray(
     if nodata is None:
         nodata = nodata_of(image)
 
-    lab = label.values if isinstance(label, xr.DataArray) else np.asarray(label)
+    lab = (_label_on_grid(label, arr, ydim, xdim) if isinstance(label, xr.DataArray)
+           else np.asarray(label))
     if lab.shape != (arr.sizes[ydim], arr.sizes[xdim]):
         raise ValueError(f"label shape {lab.shape} differs from the image grid "
                          f"{(arr.sizes[ydim], arr.sizes[xdim])}")
@@ -625,6 +665,7 @@ def patches_from_xarray(
             UserWarning, stacklevel=2,
         )
     rows = sorted({r for r, _ in windows})
+    hint = metadata_scale_hint(image, resolved) if spec is None else None
     for r in rows:
         raw = np.asarray(arr.isel({ydim: slice(r, r + patch_size)}).values)
         values = raw.astype(np.float32, copy=True)
@@ -632,6 +673,11 @@ def patches_from_xarray(
             values[raw == nodata] = np.nan
         values[~np.isfinite(values)] = np.nan
         values = to_model_units(values, resolved, spec)
+        # the checks cloudmask() makes: patches must hold reflectance, not DN or percent
+        check_block_scale(values, resolved, hint)
+        if spec is not None and not spec.is_identity:
+            refl = ~np.asarray(resolved.is_thermal, dtype=bool)
+            check_not_scaled_twice(raw[refl], values[refl], spec)
         for rr, c in windows:
             if rr != r:
                 continue
