@@ -393,6 +393,9 @@ def test_real_patches_mix_in_without_held_out_sensors(tmp_path: Path) -> None:
 
     data = read_metadata(result.last_path)["provenance"]["data"]
     assert data.endswith(f"plus real labelled patches (50%) from {store.path} (2 patches)")
+    with pytest.raises(ValueError, match=r"crop 64 px is larger than the patches of .*"
+                                         r"\(36 x 36 px\)"):
+        train(cfg.replace(crop=64), tmp_path / "run64", progress=False)
     only_l7 = build_store(tmp_path / "l7.zarr", patches[1::2])
     with pytest.raises(ValueError, match=r"all 2 patches are from held-out sensors.*"
                                          r"remove them from holdout_sensors"):

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileExistsError, KeyError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError, KeyError) as exc:
         print(f"xsensei {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

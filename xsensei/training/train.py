@@ -1044,6 +1044,12 @@ def _training_data(config: TrainConfig) -> TrainingData:
     for path in config.patch_stores:
         ds = PatchDataset(path, crop=config.crop, bands=config.bands, augment=augment,
                           classes=config.classes, seed=config.seed)
+        if config.crop > min(ds.store.patch_size):
+            raise ValueError(
+                f"crop {config.crop} px is larger than the patches of {path} "
+                f"({ds.store.patch_size[0]} x {ds.store.patch_size[1]} px): lower crop or "
+                "build the store with bigger patches"
+            )
         sensors = {i: str(ds.store.metadata(i).get("sensor") or "") for i in ds.indices}
         keep = [i for i in ds.indices if _sensor_key(sensors[i]) not in held]
         dropped = sorted({sensors[i] for i in ds.indices if i not in set(keep)})
