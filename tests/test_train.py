@@ -452,7 +452,8 @@ def test_init_model_fine_tunes_a_whole_checkpoint(tmp_path: Path) -> None:
     init = read_metadata(result.last_path)["provenance"]["init_sensei"]
     assert init["model"] == str(first.last_path) and len(init["sha256"]) == 64
 
-    with pytest.raises(ValueError, match="same architecture and classes"):
+    with pytest.raises(ValueError, match=r"differs from the recipe \(segmenter.name: model "
+                                         r"'pixelnet', recipe 'deeplabv3plus'\)"):
         train(tiny_config(segmenter="deeplabv3plus", init_model=str(first.last_path)),
               tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match="init_sensei or init_model, not both"):

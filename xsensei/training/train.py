@@ -118,6 +118,14 @@ _STATE_FORMAT = 1
 
 
 # ------------------------------------------------------------------------------------- config
+def _differences(a: Any, b: Any, where: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, a's value, b's value)`` wherever two plain configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b))
+                for d in _differences(a.get(k), b.get(k), f"{where}.{k}" if where else k)]
+    return [] if a == b else [(where, a, b)]
+
+
 def _plain(value: Any) -> Any:
     """Tuples -> lists and mappings -> dicts, recursively, for JSON."""
     if isinstance(value, Mapping):
@@ -940,9 +948,11 @@ def _init_from_model(config: TrainConfig) -> CloudMaskModel:
     if config.init_partial:
         return _init_partial(config, model, want)
     if _plain(have) != _plain(want):
+        diffs = "; ".join(f"{key}: model {a!r}, recipe {b!r}"
+                          for key, a, b in _differences(_plain(have), _plain(want)))
         raise ValueError(
-            f"init_model {config.init_model} is {have}, but the recipe asks for {want}: "
-            "fine-tuning needs the same architecture and classes"
+            f"init_model {config.init_model} differs from the recipe ({diffs}): fine-tuning "
+            "needs the same architecture and classes"
         )
     return model.train()
 
