@@ -178,6 +178,12 @@ def test_label_maps_and_class_names() -> None:
         lm(np.array([0, 7]))
     with pytest.raises(ValueError, match="unknown class name"):
         LabelMap({0: "bananas"})
+    # fill values outside 0-255 (int16 -1, uint16 65535), and NaN of a masked float label
+    fills = LabelMap({-1: "nodata", 0: "clear", 1: "cloud", 65535: "nodata"})
+    np.testing.assert_array_equal(fills(np.array([-1, 0, 1, 65535])), [255, 0, 4, 255])
+    np.testing.assert_array_equal(fills(np.array([np.nan, 1.0])), [255, 4])
+    with pytest.raises(ValueError, match=r"label values \[300\] are not in the label map"):
+        fills(np.array([0, 300]))
 
 
 def test_stac_patches_keep_values_descriptors_and_metadata(stac_patches: list[Patch]) -> None:

@@ -147,16 +147,13 @@ class LabelMap:
     """
 
     def __init__(self, mapping: Mapping[Any, str | int], scheme: str | None = None) -> None:
+        # any integer source value: fill values such as -1, 65535 or -9999 included
         self.mapping = {int(k): class_value(v) for k, v in mapping.items()}
-        bad = [k for k in self.mapping if not 0 <= k <= 255]
-        if bad:
-            raise ValueError(f"source label values must be 0-255 integers, got {bad}")
+        if not self.mapping:
+            raise ValueError("the label map is empty")
         self.scheme = scheme or _scheme_of(self.mapping.values())
-        self._lut = np.full(256, NODATA_LABEL, dtype=np.uint8)
-        self._known = np.zeros(256, dtype=bool)
-        for src, dst in self.mapping.items():
-            self._lut[src] = dst
-            self._known[src] = True
+        self._keys = np.array(sorted(self.mapping), dtype=np.int64)
+        self._values = np.array([self.mapping[k] for k in self._keys], dtype=np.uint8)
 
     @classmethod
     def identity(cls, scheme: str = SCHEME_FULL) -> LabelMap:
@@ -164,22 +161,26 @@ class LabelMap:
         return cls({**{v: v for v in LABEL_NAMES}, NODATA_LABEL: NODATA_LABEL}, scheme=scheme)
 
     def __call__(self, labels: NDArray[Any]) -> NDArray[np.uint8]:
+        """Store values; NaN (a masked float label) is unlabelled (255) whatever the map."""
         arr = np.asarray(labels)
+        missing = np.zeros(arr.shape, dtype=bool)
         if arr.dtype.kind == "f":
-            bad = ~np.isfinite(arr)
-            arr = np.where(bad, NODATA_LABEL, arr)
+            missing = ~np.isfinite(arr)
+            arr = np.where(missing, 0, arr)
             if not np.all(arr == np.round(arr)):
                 raise ValueError("float labels must hold whole numbers")
         arr = arr.astype(np.int64)
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise ValueError(f"label values must lie in 0-255, got {arr.min()}..{arr.max()}")
-        unknown = np.unique(arr[~self._known[arr]]) if arr.size else np.array([], int)
-        if unknown.size:
+        pos = np.clip(np.searchsorted(self._keys, arr), 0, self._keys.size - 1)
+        known = (self._keys[pos] == arr) | missing
+        if not known.all():
+            unknown = np.unique(arr[~known])
             raise ValueError(
                 f"label values {unknown.tolist()} are not in the label map "
                 f"{sorted(self.mapping)}; pass class_map= / label_map= covering them"
             )
-        return self._lut[arr]
+        out = self._values[pos]
+        out[missing] = NODATA_LABEL
+        return out
 
 
 def make_metadata(
