@@ -415,3 +415,50 @@ def test_cloud_fraction_along_a_leading_dim_not_named_time(tmp_path):
     ds = xr.open_zarr(tmp_path / "m.zarr", decode_coords="all")
     assert ds["cloud_fraction"].dims == ("date",)
     np.testing.assert_allclose(ds["cloud_fraction"].values, expected_fraction(values), rtol=1e-6)
+
+
+def _on_worker(log: str):
+    def mark(block, block_id=None):
+        from distributed import get_worker
+
+        Path(log, f"{get_worker().name}@{block_id}").touch()
+        return np.zeros(block.shape, np.uint8)
+
+    return mark
+
+
+def test_annotated_tasks_wait_for_a_worker_with_the_resource(tmp_path):
+    """docs/guide/dask.md's mixed cluster: tasks made under dask.annotate(resources={"GPU":
+    1}) must not run on a worker without that resource (graph optimisation used to drop the
+    restriction); they run once a GPU worker joins."""
+    import threading
+
+    import dask
+    from distributed import Client, LocalCluster, Worker
+
+    log = tmp_path / "log"
+    log.mkdir()
+    x = da.zeros((64, 64), chunks=32)
+    with dask.annotate(resources={"GPU": 1}):
+        data = x.map_blocks(_on_worker(str(log)), dtype=np.uint8)
+    mask = xr.DataArray(data, dims=("y", "x"), name="cloud_mask",
+                        coords={"y": 90.0 - np.arange(64.0), "x": np.arange(64.0)})
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        result: dict[str, object] = {}
+        job = threading.Thread(target=lambda: result.update(
+            report=to_zarr(mask, tmp_path / "m.zarr", scheduler=client, progress=False)))
+        job.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not client.run_on_scheduler(
+                lambda dask_scheduler: any(ts.state == "no-worker"
+                                           for ts in dask_scheduler.tasks.values())):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert list(log.iterdir()) == []  # the CPU worker took none of them
+        cluster.worker_spec["gpu"] = {"cls": Worker,
+                                      "options": {"nthreads": 1, "resources": {"GPU": 1}}}
+        cluster.sync(cluster._correct_state)
+        job.join(60)
+    assert result["report"].chunks_written == 4
+    assert sorted(p.name.split("@")[0] for p in log.iterdir()) == ["gpu"] * 4

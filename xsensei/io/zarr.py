@@ -143,7 +143,10 @@ def to_zarr(
 
     missing = [idx for idx in np.ndindex(*numblocks) if not done[idx]]
     skipped = [idx for idx in np.ndindex(*numblocks) if done[idx]]
-    blocks = data.to_delayed() if missing else None
+    # graph optimisation fuses tasks and drops dask.annotate() restrictions (resources={"GPU":
+    # 1} on a mixed cluster): keep an annotated graph as it is
+    annotated = _annotated(data)
+    blocks = data.to_delayed(optimize_graph=not annotated) if missing else None
     write = dask.delayed(_write_block, pure=False)
     count = dask.delayed(_count_stored, pure=False)
     token = uuid.uuid4().hex
@@ -162,7 +165,7 @@ def to_zarr(
         ]
 
     try:
-        results = _compute(tasks, scheduler, progress, path)
+        results = _compute(tasks, scheduler, progress, path, optimize=not annotated)
     except BaseException as err:
         try:
             stored: Any = int(_read_done(path, numblocks).sum())
@@ -488,13 +491,22 @@ def _client(scheduler: Any) -> Any:
     return None
 
 
-def _compute(tasks: list[Any], scheduler: Any, progress: bool, path: Path) -> tuple[Any, ...]:
+def _annotated(data: da.Array) -> bool:
+    """Whether any layer of the graph carries ``dask.annotate`` annotations."""
+    layers = getattr(data.__dask_graph__(), "layers", {})
+    return any(getattr(layer, "annotations", None) for layer in layers.values())
+
+
+def _compute(tasks: list[Any], scheduler: Any, progress: bool, path: Path,
+             optimize: bool = True) -> tuple[Any, ...]:
     if not tasks:
         return ()
     client = _client(scheduler)
     if client is not None:
         if progress:
             print(f"xsensei: writing {path} on {client}; progress: {client.dashboard_link}")
+        if not optimize:  # an annotated graph: client.compute keeps the restrictions
+            return tuple(client.gather(client.compute(tasks, optimize_graph=False)))
         return dask.compute(*tasks, scheduler=client)
     bar: Any = contextlib.nullcontext()
     if progress:
@@ -502,4 +514,4 @@ def _compute(tasks: list[Any], scheduler: Any, progress: bool, path: Path) -> tu
 
         bar = TqdmCallback(desc=f"xsensei -> {path.name}")
     with bar:
-        return dask.compute(*tasks, scheduler=scheduler)
+        return dask.compute(*tasks, scheduler=scheduler, optimize_graph=optimize)
