@@ -171,6 +171,19 @@ def test_nodata_written_encoded_and_per_variable_nodata_are_honoured(scene, pixe
     assert (got.values[8:16] == 255).all() and (got.values[16:] != 255).all()
 
 
+def test_options_a_numpy_array_cannot_honour_are_refused(scene, pixelnet):
+    """resolution=, sensor= and band_dim= used to be dropped silently for numpy input; and a
+    DataArray without x/y coords has no pixel size (its positions are not metres)."""
+    for kwargs, names in (({"resolution": 60}, "resolution="),
+                          ({"sensor": "landsat-8", "resolution": -5},
+                           "sensor= and resolution=")):
+        with pytest.raises(InputError, match=rf"^{names} need"):
+            xsensei.cloudmask(scene.values, DEMO_WAVELENGTHS_NM, model=pixelnet, **kwargs)
+    bare = scene.drop_vars(["x", "y", "spatial_ref"], errors="ignore")
+    with pytest.raises(InputError, match="known pixel size: x/y coords or a CRS transform"):
+        xsensei.cloudmask(bare, model=pixelnet, resolution=60)
+
+
 def test_numpy_descriptors_in_micrometres_as_for_dataarrays(scene, pixelnet):
     nm = xsensei.cloudmask(scene.values, DEMO_WAVELENGTHS_NM, model=pixelnet)
     um = xsensei.cloudmask(scene.values, DEMO_WAVELENGTHS_NM / 1000, model=pixelnet)

@@ -309,9 +309,9 @@ def _native_resolution(arr: xr.DataArray, ydim: str, xdim: str) -> float | None:
     try:
         xres, yres = (abs(float(r)) for r in arr.rio.resolution())
     except Exception:
-        if arr.sizes[xdim] > 1:
+        if xdim in arr.coords and arr.sizes[xdim] > 1:
             return abs(float(arr[xdim][1] - arr[xdim][0]))
-        return None
+        return None  # no coords: positions are not a pixel size
     if not (np.isfinite(xres) and xres > 0):
         return None
     crs = arr.rio.crs
@@ -420,6 +420,17 @@ def cloudmask(
         "torch_threads": torch_threads,
     }
     if isinstance(data, np.ndarray):
+        unused = {name: value for name, value in (("sensor", sensor), ("resolution", resolution))
+                  if value is not None}
+        if band_dim != "band":
+            unused["band_dim"] = band_dim
+        if unused:
+            names = " and ".join(f"{k}=" for k in unused)
+            raise InputError(
+                f"{names} {'needs' if len(unused) == 1 else 'need'} xarray input (band names, "
+                "a grid), which a numpy array lacks: wrap it in a DataArray with x/y coords "
+                f"and a CRS, or leave {names} out"
+            )
         if descriptors is None:
             raise InputError(
                 "a numpy array carries no wavelengths: pass descriptors= as an (N, 3) array of "
@@ -476,7 +487,8 @@ def cloudmask(
     if resolution is not None:
         native = _native_resolution(arr, ydim, xdim)
         if native is None:
-            raise InputError("resolution= needs a grid with a known pixel size (a CRS transform)")
+            raise InputError("resolution= needs a grid with a known pixel size: x/y coords or "
+                             "a CRS transform")
         factor = coarsening_factor(resolution, native)
     if factor > 1:
         prepared = prepare_lazily(values, prepare)
