@@ -716,6 +716,23 @@ def test_model_that_ignores_thermal_bands_is_given_none(pixelnet, pixelnet_no_th
     assert _files_read(using_lazy) == 10
 
 
+def test_mapping_scale_may_name_the_thermal_band_a_model_leaves_out(scene, pixelnet,
+                                                                     pixelnet_no_thermal):
+    """One Landsat C2 L2 scale mapping serves both models, whichever bands each reads."""
+    stack = _landsat_l2_with_thermal(scene)
+    scale = {**{b: 2.75e-5 for b in ("blue", "green", "red", "nir08", "swir16", "swir22")},
+             "lwir11": 0.00341802}
+    offset = {**dict.fromkeys(scale, -0.2), "lwir11": 149.0}
+    for model in (pixelnet, pixelnet_no_thermal):
+        mask = stack.sensei.cloudmask(sensor="landsat-8", model=model, scale=scale,
+                                      offset=offset)
+        assert set(np.unique(mask.values)) <= {0, 1, 2, 3}
+    with pytest.raises(InputError, match=r"names unknown band\(s\) \['B10'\]; the bands are "
+                                         r"\['blue', .*'lwir11'\]"):
+        stack.sensei.cloudmask(sensor="landsat-8", model=pixelnet_no_thermal,
+                               scale={**scale, "B10": 1.0}, offset=offset)
+
+
 def _files_read(lazy: xr.DataArray) -> int:
     """Distinct rioxarray file layers the computation of ``lazy`` depends on."""
     from dask.core import flatten

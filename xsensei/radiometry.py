@@ -181,6 +181,18 @@ def _band_key(name: str) -> str:
     return text
 
 
+def _input_band_names(obj: Any, resolved: ResolvedBands) -> list[str]:
+    """Every input band's name, kept or not (a mapping scale may name bands a model drops)."""
+    if hasattr(obj, "data_vars"):
+        from xsensei.band_metadata import band_variables
+
+        return [str(n) for n in band_variables(obj)]
+    dim = resolved.band_dim
+    if dim is not None and dim in obj.dims and dim in obj.coords:
+        return [str(v) for v in obj[dim].values]
+    return list(resolved.names)
+
+
 def _n_input_bands(obj: Any, resolved: ResolvedBands) -> int:
     if hasattr(obj, "data_vars"):
         from xsensei.band_metadata import band_variables
@@ -198,9 +210,11 @@ def _per_band(
     n_in: int,
     what: str,
     default: float,
+    all_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Explicit scalar / sequence / mapping -> one value per kept band (``indices`` are the
-    kept bands' positions among ``n_in``). ``names`` None: the input has no band names (numpy)."""
+    kept bands' positions among ``n_in``). ``names`` None: the input has no band names (numpy).
+    A mapping may also name the input's other bands (``all_names``), which it then ignores."""
     n = len(indices)
     if isinstance(value, Mapping):
         if names is None:
@@ -209,10 +223,11 @@ def _per_band(
                 f"a scalar or one value per band, in band order"
             )
         keys = {str(k): float(v) for k, v in value.items()}
-        unknown = sorted(set(keys) - set(names))
+        unknown = sorted(set(keys) - set(names) - set(all_names or ()))
         if unknown:
             raise InputError(
-                f"{what}= names unknown band(s) {unknown}; the bands are {list(names)}"
+                f"{what}= names unknown band(s) {unknown}; the bands are "
+                f"{list(all_names or names)}"
             )
         return np.array([keys.get(name, default) for name in names], dtype=np.float64)
     arr = np.asarray(value, dtype=np.float64)
@@ -239,13 +254,16 @@ def explicit_scale(
     n_in: int,
     indices: Sequence[int],
     names: Sequence[str] | None = None,
+    all_names: Sequence[str] | None = None,
 ) -> ScaleSpec:
     """The user's ``scale=`` / ``offset=`` for the kept bands: a scalar applies to reflective
     bands only (thermal bands never share the reflective DN convention), a sequence gives one
     value per kept or per input band, a mapping band -> value (needs ``names``)."""
     thermal = np.asarray(thermal, dtype=bool)
-    sc = _per_band(1.0 if scale is None else scale, names, indices, n_in, "scale", 1.0)
-    of = _per_band(0.0 if offset is None else offset, names, indices, n_in, "offset", 0.0)
+    sc = _per_band(1.0 if scale is None else scale, names, indices, n_in, "scale", 1.0,
+                   all_names)
+    of = _per_band(0.0 if offset is None else offset, names, indices, n_in, "offset", 0.0,
+                   all_names)
     if _is_scalar(scale):
         sc = np.where(thermal, 1.0, sc)
     if _is_scalar(offset):
@@ -505,7 +523,7 @@ def scale_from_metadata(
     n_in = _n_input_bands(obj, resolved)
     if scale is not None or offset is not None:
         return explicit_scale(scale, offset, resolved.is_thermal, n_in, resolved.indices,
-                              resolved.names)
+                              resolved.names, _input_band_names(obj, resolved))
     if not _data_are_raw(obj, resolved, sample):
         return None
     for finder in (_raster_bands, _cf_scale, _sentinel2_scale):
