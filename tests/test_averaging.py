@@ -127,7 +127,7 @@ def test_cli(tmp_path: Path, capsys) -> None:
     assert read_metadata(out)["name"] == "mine"
     assert "mean of 2 checkpoints" in capsys.readouterr().out
     assert main(["average", str(a), str(b), "--out", str(out)]) == 2
-    assert "overwrite" in capsys.readouterr().err
+    assert "pass --overwrite to replace it" in capsys.readouterr().err  # the flag, not a kwarg
     assert main(["average", str(a), str(b), "--out", str(out), "--overwrite"]) == 0
 
 

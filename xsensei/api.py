@@ -224,7 +224,7 @@ def _task(
     **options: Any,
 ) -> BlockTask:
     if output not in ("mask", "probability", "binary"):
-        raise ValueError(f"output must be 'mask', 'probability' or 'binary', got {output!r}")
+        raise InputError(f"output must be 'mask', 'probability' or 'binary', got {output!r}")
     enc = encode_wavelengths(np.asarray(wavelengths_nm, dtype=np.float64))
     if enc.shape[0] < MIN_BANDS:
         raise InputError(

@@ -122,7 +122,7 @@ def _rgb_indices(
     n = image.sizes[band]
     if rgb is not None:
         if len(rgb) != 3:
-            raise ValueError(f"rgb must name three bands, got {rgb!r}")
+            raise InputError(f"rgb must name three bands, got {rgb!r}")
         if band not in image.coords:
             return [int(i) for i in rgb]
         labels = list(image.coords[band].values)
@@ -135,7 +135,7 @@ def _rgb_indices(
     if wavelengths_nm is not None:
         nm = np.asarray(wavelengths_nm, dtype=float)
         if nm.shape != (n,):
-            raise ValueError(f"wavelengths_nm has {nm.size} values for {n} bands")
+            raise InputError(f"wavelengths_nm has {nm.size} values for {n} bands")
     else:
         nm = _wavelengths_nm(image, band)
     if nm is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xsensei.errors import XSenseiError
+from xsensei.errors import InputError, XSenseiError
 from xsensei.io.stac import (
     StacError,
     asset_hrefs,
@@ -146,7 +146,7 @@ def stac_to_zarr(
     start = time.monotonic()
     out_path = Path(out)
     if overwrite and resume:
-        raise ValueError("pass either overwrite=True or resume=True, not both")
+        raise InputError("pass either overwrite=True or resume=True, not both")
     if out_path.exists() and not (overwrite or resume):
         raise FileExistsError(
             f"{out_path} already exists; pass resume=True (--resume) to finish an interrupted "
@@ -155,7 +155,7 @@ def stac_to_zarr(
     resolve_model(model)  # fail fast on a missing checkpoint, before any search
     if items is None:
         if api is None or collection is None:
-            raise ValueError("pass api= and collection= to search, or items=")
+            raise InputError("pass api= and collection= to search, or items=")
         items = search(api, collection, bbox=bbox, datetime=datetime, query=query,
                        max_items=max_items, modifier=modifier)
     items = list(items)  # iterated twice: to stack, and to name the asset of a read error

@@ -19,6 +19,7 @@ from xsensei.engine import runtime
 from xsensei.engine.output import NODATA
 from xsensei.engine.predict import Partial, predict_block
 from xsensei.engine.tiling import WindowSpec
+from xsensei.errors import InputError
 
 Output = Literal["mask", "probability", "binary"]
 
@@ -47,7 +48,7 @@ class BlockTask:
         runtime.check_options(self.device, self.precision, self.batch_size, self.torch_threads)
         if self.partial not in get_args(Partial):
             allowed = " or ".join(map(repr, get_args(Partial)))
-            raise ValueError(f"partial must be {allowed}, got {self.partial!r}")
+            raise InputError(f"partial must be {allowed}, got {self.partial!r}")
 
     @property
     def n_classes(self) -> int:
@@ -217,7 +218,7 @@ def predict_dask(values: da.Array, task: BlockTask) -> da.Array:
     ``N * (chunk + 2 * halo)^2 * 4`` bytes). Spatial chunks smaller than the halo are merged.
     """
     if values.ndim != 4:
-        raise ValueError(f"expected (time, band, y, x), got {values.ndim} dims")
+        raise InputError(f"expected (time, band, y, x), got {values.ndim} dims")
     halo = task.spec.halo
     chunks = (
         values.chunks[0],

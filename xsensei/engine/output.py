@@ -106,15 +106,15 @@ def mask_attrs(classes: Sequence[str], model_name: str, model_version: str) -> d
     if isinstance(classes, str):
         raise TypeError(f"classes must be a sequence of class names, got the string {classes!r}")
     if len(classes) == 0:
-        raise ValueError("classes is empty: a mask needs at least one class")
+        raise InputError("classes is empty: a mask needs at least one class")
     by_value: dict[int, str] = {}
     for name in classes:
         if name not in CLASS_VALUES:
             known = ", ".join(sorted(CLASS_VALUES))
-            raise ValueError(f"unknown class {name!r}; known classes: {known}")
+            raise InputError(f"unknown class {name!r}; known classes: {known}")
         value = CLASS_VALUES[name]
         if value in by_value:
-            raise ValueError(
+            raise InputError(
                 f"classes {by_value[value]!r} and {name!r} both map to mask value {value}; "
                 "a model predicts at most one of them"
             )
@@ -209,7 +209,7 @@ def wrap_output(
     import rioxarray  # noqa: F401  (registers .rio)
 
     if kind not in DEFAULT_NAMES:
-        raise ValueError(f"kind must be one of {sorted(DEFAULT_NAMES)}, got {kind!r}")
+        raise InputError(f"kind must be one of {sorted(DEFAULT_NAMES)}, got {kind!r}")
     if isinstance(data, xr.DataArray):
         data = data.data
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):

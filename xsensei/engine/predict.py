@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xsensei.engine.tiling import WindowSpec, blend_weights, window_starts
+from xsensei.errors import InputError
 
 #: Runs the model on a batch ``(B, N, h, w)`` float32 and returns probabilities ``(B, C, h, w)``.
 Runner = Callable[[NDArray[np.float32]], NDArray[np.float32]]
@@ -88,7 +89,7 @@ def predict_block(
     size = spec.size
     need = (cy0 - size + 1 - oy, cy1 + size - 1 - oy, cx0 - size + 1 - ox, cx1 + size - 1 - ox)
     if need[0] < 0 or need[2] < 0 or need[1] > block.shape[1] or need[3] > block.shape[2]:
-        raise ValueError(
+        raise InputError(
             f"block of shape {block.shape[1:]} at {origin} lacks the {size}-pixel halo around "
             f"core {core}"
         )

@@ -17,6 +17,7 @@ import torch
 from numpy.typing import NDArray
 
 from xsensei.engine.speedups import prepare_cpu_runner
+from xsensei.errors import InputError
 from xsensei.nn.model import CloudMaskModel
 
 
@@ -52,7 +53,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for, but torch sees no CUDA GPU; use 'cpu'")
+        raise InputError(f"device={device!r} asked for, but torch sees no CUDA GPU; use 'cpu'")
     return dev
 
 
@@ -186,19 +187,19 @@ def check_options(device: str | torch.device, precision: str, batch_size: int,
     without one may drive a GPU cluster), and :func:`resolve_device` checks it there.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if device != "auto" and not isinstance(device, torch.device):
         try:
             torch.device(device)
         except (RuntimeError, TypeError) as err:
-            raise ValueError(
+            raise InputError(
                 f"device must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1' or "
                 f"'mps', got {device!r}"
             ) from err
     if not _is_count(batch_size):
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if torch_threads is not None and not _is_count(torch_threads):
-        raise ValueError(
+        raise InputError(
             f"torch_threads must be None (keep torch's setting) or a whole number >= 1, got "
             f"{torch_threads!r}")
 
@@ -213,7 +214,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
-    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def input_multiple(module: torch.nn.Module) -> int:

@@ -14,6 +14,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from xsensei.errors import InputError
+
 Blend = Literal["uniform", "linear", "cosine"]
 
 
@@ -30,17 +32,17 @@ class WindowSpec:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool)
                                       or not isinstance(value, int | np.integer)):
-                raise ValueError(f"window {name} must be a whole number of pixels, got "
+                raise InputError(f"window {name} must be a whole number of pixels, got "
                                  f"{value!r}")
         if self.size is not None:
             if self.size < 8:
-                raise ValueError(f"window size must be >= 8 pixels, got {self.size}")
+                raise InputError(f"window size must be >= 8 pixels, got {self.size}")
             if not 0 <= self.overlap < self.size:
-                raise ValueError(
+                raise InputError(
                     f"overlap must be in [0, size) = [0, {self.size}), got {self.overlap}"
                 )
         if self.blend not in ("uniform", "linear", "cosine"):
-            raise ValueError(f"blend must be 'uniform', 'linear' or 'cosine', got {self.blend!r}")
+            raise InputError(f"blend must be 'uniform', 'linear' or 'cosine', got {self.blend!r}")
 
     @property
     def stride(self) -> int:

@@ -102,9 +102,9 @@ def to_zarr(
     if not isinstance(mask, xr.DataArray):
         raise TypeError(f"mask must be an xarray.DataArray, got {type(mask).__name__}")
     if overwrite and resume:
-        raise ValueError("pass either overwrite=True or resume=True, not both")
+        raise InputError("pass either overwrite=True or resume=True, not both")
     if not isinstance(compressor_level, int) or not 1 <= compressor_level <= 22:
-        raise ValueError(f"compressor_level must be a zstd level 1..22, got {compressor_level!r}")
+        raise InputError(f"compressor_level must be a zstd level 1..22, got {compressor_level!r}")
     if mask.ndim == 0 or 0 in mask.shape:
         raise InputError(f"cannot write an empty mask (sizes {dict(mask.sizes)})")
 

@@ -166,6 +166,8 @@ def average_checkpoints(
 
 
 def cmd_average(args: Any) -> int:
+    if Path(args.out).exists() and not args.overwrite:  # the CLI's flag, not the keyword
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
     path = average_checkpoints(args.checkpoints, args.out, name=args.name,
                                version=args.version, overwrite=args.overwrite)
     print(f"wrote {path}: the mean of {len(args.checkpoints)} checkpoints")
