@@ -316,6 +316,8 @@ def test_xarray_labels_follow_the_image_grid_and_images_must_be_reflectance() ->
         list(patches_from_xarray((image * 10000).round(), label, **kw))  # float DN, no scale
     with pytest.raises(ValueError, match="reflectance already.*applied twice"):
         list(patches_from_xarray(image, label, scale=1e-4, **kw))
+    with pytest.raises(ValueError, match=r"\[0\.45, 0\.48, 0\.51\] nm .*300 nm"):  # um
+        Patch(image.values, truth, np.array([[0.45, 0.48, 0.51]] * 4))
 
 
 def test_paper_directories_round_trip(stac_patches: list[Patch], tmp_path) -> None:

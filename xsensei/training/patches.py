@@ -235,6 +235,9 @@ class Patch:
             raise ValueError(
                 f"descriptors must be ({self.image.shape[0]}, 3) nm, got {self.descriptors.shape}"
             )
+        from xsensei.descriptors import encode_wavelengths
+
+        encode_wavelengths(self.descriptors)  # refuses um, or nm SEnSeI cannot encode, now
         self.metadata = dict(self.metadata)
 
     @property
