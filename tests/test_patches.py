@@ -307,6 +307,10 @@ def test_xarray_labels_follow_the_image_grid_and_images_must_be_reflectance() ->
 
     want = np.where(truth == 1, 4, 0)
     np.testing.assert_array_equal(stored(label), want)
+    (patch,) = patches_from_xarray(image.rio.write_crs(32633), label, **kw)
+    assert patch.metadata["resolution_m"] == 30.0
+    (patch,) = patches_from_xarray(image.rio.write_crs(4326), label, **kw)
+    assert patch.metadata["resolution_m"] is None  # degrees are not metres
     np.testing.assert_array_equal(stored(label.expand_dims(band=[1])), want)  # open_rasterio
     np.testing.assert_array_equal(stored(label.transpose("x", "y")), want)
     np.testing.assert_array_equal(stored(label.isel(y=slice(None, None, -1))), want)

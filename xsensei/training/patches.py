@@ -533,9 +533,13 @@ def patch_windows(
 
 
 def _resolution_of(arr: xr.DataArray) -> float | None:
+    """The pixel size in metres, or None where it is not known in metres (a CRS in degrees)."""
     try:
         res = abs(float(arr.rio.resolution()[0]))
+        crs = arr.rio.crs
     except Exception:
+        return None
+    if crs is not None and crs.is_geographic:
         return None
     return res if np.isfinite(res) and res > 0 else None
 
