@@ -135,10 +135,18 @@ class Preparer:
         # A pixel with no reflective value (fill in every reflective band) is nodata, even
         # where a thermal band still has a value.
         values[:, ~np.isfinite(values[refl]).any(axis=0)] = np.nan
-        check_block_scale(values, self.resolved, self.dn_hint)
-        if self.scale is not None and not self.scale.is_identity:
-            check_not_scaled_twice(block[refl], values[refl], self.scale)
+        check_model_units(block, values, self.resolved, self.scale, self.dn_hint)
         return values
+
+
+def check_model_units(raw: NDArray[Any], values: NDArray[np.float32], resolved: Any = None,
+                      scale: Any = None, dn_hint: str | None = None) -> None:
+    """The checks of a block turned into model units (``values``) from ``raw``: not DN or
+    percent (:func:`check_block_scale`), not a scale applied twice."""
+    check_block_scale(values, resolved, dn_hint)
+    if scale is not None and not scale.is_identity:
+        refl = slice(None) if resolved is None else ~np.asarray(resolved.is_thermal, dtype=bool)
+        check_not_scaled_twice(raw[refl], values[refl], scale)
 
 
 def _high(values: NDArray[Any]) -> float | None:
@@ -292,13 +300,10 @@ def cloudmask_numpy(
 def _as_band_array(data: xr.DataArray | xr.Dataset, resolved: Any, band_dim: str) -> xr.DataArray:
     """The kept bands as one DataArray with a ``band`` dim (a Dataset's variables stacked)."""
     if isinstance(data, xr.Dataset):
-        from xsensei.band_metadata import band_variables
+        from xsensei.band_metadata import band_variables, stack_band_variables
 
         names = band_variables(data)
-        arrays = [data[names[i]] for i in resolved.indices]
-        return xr.concat(arrays, dim="band", coords="minimal", compat="override").assign_coords(
-            band=list(resolved.names)
-        )
+        return stack_band_variables(data, [names[i] for i in resolved.indices], resolved.names)
     dim = resolved.band_dim or band_dim
     return data.isel({dim: list(resolved.indices)}).rename({dim: "band"})
 

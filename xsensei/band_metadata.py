@@ -282,6 +282,18 @@ def band_variables(ds: xr.Dataset) -> list[str]:
     ]
 
 
+def stack_band_variables(ds: xr.Dataset, names: Sequence[str],
+                         labels: Sequence[str] | None = None) -> xr.DataArray:
+    """The variables ``names`` of a Dataset stacked along a ``band`` dim, labelled ``labels``
+    (default: the variable names)."""
+    import xarray as xr
+
+    arrays = [ds[name] for name in names]
+    return xr.concat(arrays, dim="band", coords="minimal", compat="override").assign_coords(
+        band=list(labels if labels is not None else names)
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # gathering raw per-band metadata
 

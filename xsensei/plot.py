@@ -77,7 +77,7 @@ def _band_array(image: xr.DataArray | xr.Dataset) -> xr.DataArray:
     by variable name, as :func:`xsensei.cloudmask` reads it; a DataArray as it is."""
     if not isinstance(image, xr.Dataset):
         return image
-    from xsensei.band_metadata import band_variables
+    from xsensei.band_metadata import band_variables, stack_band_variables
 
     names = band_variables(image)
     if not names:
@@ -85,10 +85,7 @@ def _band_array(image: xr.DataArray | xr.Dataset) -> xr.DataArray:
             "the Dataset has no band variables (data variables with y/x dims); variables: "
             f"{list(map(str, image.data_vars))}"
         )
-    arrays = [image[name] for name in names]
-    return xr.concat(arrays, dim="band", coords="minimal", compat="override").assign_coords(
-        band=names
-    )
+    return stack_band_variables(image, names)
 
 
 def _band_dim(image: xr.DataArray, yx: tuple[str, str]) -> Hashable:

@@ -526,6 +526,11 @@ def scale_from_metadata(
                               resolved.names, _input_band_names(obj, resolved))
     if not _data_are_raw(obj, resolved, sample):
         return None
+    return _scale_in_metadata(obj, resolved, n_in)
+
+
+def _scale_in_metadata(obj: Any, resolved: ResolvedBands, n_in: int) -> ScaleSpec | None:
+    """The first scale the metadata holds: STAC raster, then CF, then Sentinel-2 baseline."""
     for finder in (_raster_bands, _cf_scale, _sentinel2_scale):
         spec = finder(obj, resolved, n_in)
         if spec is not None:
@@ -537,15 +542,11 @@ def metadata_scale_hint(obj: xr.DataArray | xr.Dataset, resolved: ResolvedBands)
     """``"scale=..., offset=... (from <metadata>)"`` when ``obj`` carries scale metadata that
     was not applied (float data are taken as decoded): the fix to name if its values turn out
     to be digital numbers."""
-    n_in = _n_input_bands(obj, resolved)
-    for finder in (_raster_bands, _cf_scale, _sentinel2_scale):
-        try:
-            spec = finder(obj, resolved, n_in)
-        except InputError:
-            return None
-        if spec is not None:
-            break
-    else:
+    try:
+        spec = _scale_in_metadata(obj, resolved, _n_input_bands(obj, resolved))
+    except InputError:
+        return None
+    if spec is None:
         return None
     refl = ~np.asarray(resolved.is_thermal, dtype=bool)
     if not refl.any():

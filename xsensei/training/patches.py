@@ -623,7 +623,7 @@ def patches_from_xarray(
     """
     import xarray as xr
 
-    from xsensei.api import check_block_scale, check_not_scaled_twice, nodata_of
+    from xsensei.api import check_model_units, nodata_of
     from xsensei.band_metadata import find_band_dim, resolve_bands
     from xsensei.engine.output import spatial_dims
     from xsensei.radiometry import metadata_scale_hint, scale_from_metadata, to_model_units
@@ -682,10 +682,7 @@ def patches_from_xarray(
         values[~np.isfinite(values)] = np.nan
         values = to_model_units(values, resolved, spec)
         # the checks cloudmask() makes: patches must hold reflectance, not DN or percent
-        check_block_scale(values, resolved, hint)
-        if spec is not None and not spec.is_identity:
-            refl = ~np.asarray(resolved.is_thermal, dtype=bool)
-            check_not_scaled_twice(raw[refl], values[refl], spec)
+        check_model_units(raw, values, resolved, spec, hint)
         for rr, c in windows:
             if rr != r:
                 continue

@@ -1062,7 +1062,7 @@ def _training_data(config: TrainConfig) -> TrainingData:
             )
         sensors = {i: str(ds.store.metadata(i).get("sensor") or "") for i in ds.indices}
         keep = [i for i in ds.indices if _sensor_key(sensors[i]) not in held]
-        dropped = sorted({sensors[i] for i in ds.indices if i not in set(keep)})
+        dropped = sorted({s for s in sensors.values() if _sensor_key(s) in held})
         if ds.indices and not keep:
             raise ValueError(
                 f"patch store {path}: all {len(ds.indices)} patches are from held-out sensors "
